@@ -1,0 +1,49 @@
+"""transformers-emola: EmoLA (Li et al., ECCV 2024) as a Hugging Face transformers model family.
+
+Importing the package registers EmoLA with the Auto* classes and pipelines, so `AutoModelForImageTextToText`,
+`AutoProcessor` and `pipeline("image-text-to-text")` load EmoLA checkpoints without `trust_remote_code`.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+
+from .configuration_emola import FACIAL_PRIOR_DIMS, EmolaConfig
+from .facial_prior import normalize_landmarks
+from .modeling_emola import EmolaForConditionalGeneration, EmolaModel, EmolaPreTrainedModel
+from .processing_emola import AU_QUESTION, EMOTION_QUESTION, EmolaProcessor
+
+__version__ = "0.1.0"
+
+AutoConfig.register("emola", EmolaConfig, exist_ok=True)
+AutoModel.register(EmolaConfig, EmolaModel, exist_ok=True)
+AutoModelForImageTextToText.register(EmolaConfig, EmolaForConditionalGeneration, exist_ok=True)
+AutoProcessor.register(EmolaConfig, EmolaProcessor, exist_ok=True)
+
+
+def __getattr__(name):
+    # Optional parts load on first use, so `import transformers_emola` stays light.
+    lazy = {
+        "FacialPriorExtractor": "facial_prior",
+        "load_rege": "metrics",
+        "compute_rege": "metrics",
+    }
+    if name in lazy:
+        import importlib
+
+        return getattr(importlib.import_module(f".{lazy[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "AU_QUESTION",
+    "EMOTION_QUESTION",
+    "FACIAL_PRIOR_DIMS",
+    "EmolaConfig",
+    "EmolaForConditionalGeneration",
+    "EmolaModel",
+    "EmolaPreTrainedModel",
+    "EmolaProcessor",
+    "FacialPriorExtractor",
+    "compute_rege",
+    "load_rege",
+    "normalize_landmarks",
+]

@@ -1,0 +1,1 @@
+"""Sub-commands of the `emola` CLI, one module each."""
