@@ -1,0 +1,362 @@
+"""EmolaModel / EmolaForConditionalGeneration on tiny random configs, in the spirit of transformers' ModelTesters."""
+
+import copy
+
+import pytest
+import torch
+from PIL import Image
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+)
+
+import transformers_emola  # noqa: F401  (registers the Auto* classes)
+from transformers_emola import EmolaConfig, EmolaForConditionalGeneration, EmolaModel, EmolaProcessor
+from transformers_emola.testing_utils import build_tiny_emola
+
+QUESTION = "What AUs are conveyed by this face?"
+
+
+class EmolaModelTester:
+    """Builds a tiny EmoLA and matching inputs; every test gets fresh tensors from here."""
+
+    def __init__(self, use_facial_prior=True, seed=0):
+        self.model, self.processor = build_tiny_emola(use_facial_prior=use_facial_prior, seed=seed)
+        self.config = self.model.config
+        self.prior_dim = self.config.facial_prior_dim
+
+    def prompt(self, question=QUESTION):
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+
+    def images(self, n, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        return [
+            Image.fromarray((torch.rand(30 + 4 * i, 40, 3, generator=generator) * 255).byte().numpy())
+            for i in range(n)
+        ]
+
+    def priors(self, n, seed=0):
+        return torch.rand(n, self.prior_dim, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+    def inputs(self, questions=(QUESTION,), seed=0, **kwargs):
+        n = len(questions)
+        priors = self.priors(n, seed) if self.config.use_facial_prior else None
+        return self.processor(
+            images=self.images(n, seed),
+            text=[self.prompt(q) for q in questions],
+            facial_priors=priors,
+            padding=True,
+            return_tensors="pt",
+            **kwargs,
+        )
+
+
+@pytest.fixture(scope="module")
+def tester():
+    return EmolaModelTester()
+
+
+def test_config_defaults_reproduce_emola_7b():
+    config = EmolaConfig()
+    assert config.facial_prior_dim == 212 and config.facial_prior_backend == "insightface_2d106"
+    assert config.vision_config.image_size == 336 and config.vision_config.patch_size == 14
+    assert config.vision_config.hidden_size == 1024 and config.text_config.hidden_size == 4096
+    assert config.vision_feature_layer == -2 and config.vision_feature_select_strategy == "default"
+    assert config.projector_hidden_act == "gelu" and config.use_facial_prior
+    assert config.image_token_id == 32000 and config.facial_prior_token_id == 32002
+    assert config.text_config.vocab_size == 32064
+
+
+def test_config_round_trip(tmp_path):
+    config = EmolaConfig(facial_prior_dim=136, facial_prior_backend="dlib", use_facial_prior=False)
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(loaded, EmolaConfig)
+    assert loaded.to_diff_dict() | {"_name_or_path": ""} == config.to_diff_dict() | {"_name_or_path": ""}
+    assert (loaded.facial_prior_dim, loaded.facial_prior_backend, loaded.use_facial_prior) == (136, "dlib", False)
+
+
+def test_prior_projector_is_mlp2x_gelu(tester):
+    projector = tester.model.model.facial_prior_projector
+    hidden = tester.config.text_config.hidden_size
+    assert projector.linear_1.weight.shape == (hidden, tester.prior_dim)
+    assert projector.linear_2.weight.shape == (hidden, hidden)
+    x = tester.priors(3)
+    expected = projector.linear_2(torch.nn.functional.gelu(projector.linear_1(x)))
+    torch.testing.assert_close(tester.model.model.get_facial_prior_features(x), expected)
+
+
+def test_processor_places_prior_token_right_after_image_tokens(tester):
+    inputs = tester.inputs()
+    ids = inputs["input_ids"][0].tolist()
+    image_id, prior_id = tester.config.image_token_id, tester.config.facial_prior_token_id
+    positions = [i for i, t in enumerate(ids) if t == image_id]
+    per_image = (tester.config.vision_config.image_size // tester.config.vision_config.patch_size) ** 2
+    assert len(positions) == per_image
+    assert positions == list(range(positions[0], positions[0] + per_image))
+    assert ids.count(prior_id) == 1 and ids.index(prior_id) == positions[-1] + 1
+    assert inputs["facial_priors"].shape == (1, tester.prior_dim)
+
+
+def test_forward_shapes_and_loss_matches_cross_entropy(tester):
+    inputs = tester.inputs()
+    labels = inputs["input_ids"].clone()
+    labels[:, :-5] = -100
+    output = tester.model(**inputs, labels=labels)
+    batch, length = inputs["input_ids"].shape
+    assert output.logits.shape == (batch, length, tester.config.text_config.vocab_size)
+    assert output.facial_prior_hidden_states.shape == (1, tester.config.text_config.hidden_size)
+    assert output.image_hidden_states.shape == (4, tester.config.text_config.hidden_size)
+    shifted = torch.nn.functional.cross_entropy(
+        output.logits[:, :-1].reshape(-1, output.logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+    torch.testing.assert_close(output.loss, shifted)
+
+
+def test_prior_embedding_is_placed_at_the_prior_token(tester):
+    inputs = tester.inputs()
+    captured = {}
+    hook = tester.model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: captured.update(embeds=kwargs["inputs_embeds"]), with_kwargs=True
+    )
+    try:
+        tester.model(**inputs)
+    finally:
+        hook.remove()
+    position = (inputs["input_ids"][0] == tester.config.facial_prior_token_id).nonzero().item()
+    expected = tester.model.model.get_facial_prior_features(inputs["facial_priors"])[0]
+    torch.testing.assert_close(captured["embeds"][0, position], expected)
+
+
+def test_changing_only_priors_changes_logits_at_and_after_prior_token(tester):
+    inputs = tester.inputs()
+    other = dict(inputs)
+    other["facial_priors"] = tester.priors(1, seed=7)
+    with torch.no_grad():
+        a = tester.model(**inputs).logits
+        b = tester.model(**other).logits
+    position = (inputs["input_ids"][0] == tester.config.facial_prior_token_id).nonzero().item()
+    torch.testing.assert_close(a[:, :position], b[:, :position])
+    differs = (a[0, position:] - b[0, position:]).abs().amax(-1) > 1e-6
+    assert bool(differs.all()), "every position from the prior token on must see the prior"
+
+
+def test_save_load_round_trip_identical_logits(tester, tmp_path):
+    tester.model.save_pretrained(tmp_path)
+    tester.processor.save_pretrained(tmp_path)
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path)
+    processor = AutoProcessor.from_pretrained(tmp_path)
+    assert type(model) is EmolaForConditionalGeneration and type(processor) is EmolaProcessor
+    assert type(AutoModel.from_pretrained(tmp_path)) is EmolaModel
+    assert processor.chat_template == tester.processor.chat_template
+    inputs = tester.inputs()
+    reloaded_inputs = processor(
+        images=tester.images(1), text=[tester.prompt()], facial_priors=tester.priors(1), return_tensors="pt"
+    )
+    for key in inputs:
+        torch.testing.assert_close(inputs[key], reloaded_inputs[key])
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits, tester.model(**inputs).logits, rtol=0, atol=0)
+
+
+def test_left_padded_batch_matches_one_by_one(tester):
+    questions = [QUESTION, "What emotions are conveyed by this face? Describe the brows and mouth in detail."]
+    batch = tester.inputs(questions)
+    assert tester.processor.tokenizer.padding_side == "left"
+    with torch.no_grad():
+        batched = tester.model(**batch).logits
+        for i, question in enumerate(questions):
+            single = tester.processor(
+                images=tester.images(2)[i : i + 1],
+                text=[tester.prompt(question)],
+                facial_priors=tester.priors(2)[i : i + 1],
+                return_tensors="pt",
+            )
+            logits = tester.model(**single).logits[0]
+            torch.testing.assert_close(batched[i, -logits.shape[0] :], logits, atol=1e-5, rtol=1e-4)
+
+
+def test_cached_generate_equals_uncached_generate(tester):
+    batch = tester.inputs([QUESTION, "What emotions are conveyed by this face?"])
+    kwargs = dict(max_new_tokens=8, do_sample=False, min_new_tokens=8)
+    cached = tester.model.generate(**batch, use_cache=True, **kwargs)
+    uncached = tester.model.generate(**batch, use_cache=False, **kwargs)
+    assert cached.shape[1] == batch["input_ids"].shape[1] + 8
+    assert torch.equal(cached, uncached)
+
+
+def test_generate_uses_priors(tester):
+    batch = tester.inputs()
+    kwargs = dict(max_new_tokens=6, do_sample=False, min_new_tokens=6, output_scores=True, return_dict_in_generate=True)
+    a = tester.model.generate(**batch, **kwargs)
+    changed = dict(batch, facial_priors=tester.priors(1, seed=3) * 5)
+    b = tester.model.generate(**changed, **kwargs)
+    assert not torch.allclose(a.scores[0], b.scores[0])
+
+
+def test_num_return_sequences_expands_priors_per_sample(tester):
+    batch = tester.inputs([QUESTION, "What emotions are conveyed by this face?"])
+    output = tester.model.generate(**batch, max_new_tokens=4, do_sample=False, num_return_sequences=2, num_beams=2)
+    assert output.shape[0] == 4
+    single = tester.model.generate(**batch, max_new_tokens=4, do_sample=False, num_beams=2)
+    assert torch.equal(output[0::2], single)
+
+
+def test_sdpa_matches_eager(tester):
+    inputs = tester.inputs()
+    eager = copy.deepcopy(tester.model)
+    eager.set_attn_implementation("eager")
+    sdpa = copy.deepcopy(tester.model)
+    sdpa.set_attn_implementation("sdpa")
+    with torch.no_grad():
+        torch.testing.assert_close(eager(**inputs).logits, sdpa(**inputs).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_gradient_checkpointing_gives_same_gradients(tester):
+    inputs = tester.inputs()
+    labels = inputs["input_ids"].clone()
+    grads = []
+    for checkpointing in (False, True):
+        model = copy.deepcopy(tester.model).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        model(**inputs, labels=labels).loss.backward()
+        grads.append(model.model.facial_prior_projector.linear_1.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+    assert grads[0].abs().sum() > 0
+
+
+def test_get_image_features_shape(tester):
+    pixel_values = tester.inputs()["pixel_values"]
+    features = tester.model.get_image_features(pixel_values=pixel_values).pooler_output
+    assert len(features) == 1 and features[0].shape == (4, tester.config.text_config.hidden_size)
+
+
+def test_resize_token_embeddings_keeps_logits(tester):
+    model = copy.deepcopy(tester.model)
+    inputs = tester.inputs()
+    with torch.no_grad():
+        before = model(**inputs).logits
+        vocab = model.config.text_config.vocab_size
+        model.resize_token_embeddings(vocab + 8)
+        after = model(**inputs).logits
+    assert after.shape[-1] == vocab + 8
+    torch.testing.assert_close(after[..., :vocab], before)
+
+
+def test_tie_word_embeddings_ties_lm_head():
+    model, _ = build_tiny_emola()
+    config = copy.deepcopy(model.config)
+    config.tie_word_embeddings = True
+    config.text_config.tie_word_embeddings = True
+    tied = EmolaForConditionalGeneration(config)
+    assert tied.lm_head.weight.data_ptr() == tied.get_input_embeddings().weight.data_ptr()
+    assert model.lm_head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+
+
+def test_dtype_and_prior_cast(tester, tmp_path):
+    tester.model.save_pretrained(tmp_path)
+    model = EmolaForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert model.dtype == torch.bfloat16
+    inputs = tester.inputs()  # float32 priors and pixels
+    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
+    with torch.no_grad():
+        out = model(**inputs)
+    assert out.logits.dtype == torch.bfloat16 and out.facial_prior_hidden_states.dtype == torch.bfloat16
+
+
+def test_use_facial_prior_false_is_plain_llava():
+    tester = EmolaModelTester(use_facial_prior=False)
+    assert tester.model.model.facial_prior_projector is None
+    inputs = tester.inputs()
+    assert "facial_priors" not in inputs
+    assert (inputs["input_ids"] == tester.config.facial_prior_token_id).sum() == 0
+    assert tester.model(**inputs).facial_prior_hidden_states is None
+
+
+# ---------------------------------------------------------------------------------------------------- from_llava
+def _tiny_llava(tester):
+    config = LlavaConfig(
+        vision_config=tester.config.vision_config.to_dict(),
+        text_config=tester.config.text_config.to_dict(),
+        image_token_index=tester.config.image_token_id,
+        image_seq_length=tester.config.image_seq_length,
+    )
+    torch.manual_seed(1)
+    return LlavaForConditionalGeneration(config).eval()
+
+
+@pytest.mark.parametrize("use_facial_prior", [False, True])
+def test_from_llava_copies_every_weight_and_reproduces_logits(tester, use_facial_prior, tmp_path):
+    llava = _tiny_llava(tester)
+    llava.save_pretrained(tmp_path)
+    emola = EmolaForConditionalGeneration.from_llava(
+        tmp_path,
+        facial_prior_dim=136,
+        facial_prior_token_id=tester.config.facial_prior_token_id,
+        use_facial_prior=use_facial_prior,
+    ).eval()
+    emola_state = emola.state_dict()
+    for key, value in llava.state_dict().items():
+        assert torch.equal(emola_state[key], value), key
+    extra = set(emola_state) - set(llava.state_dict())
+    assert extra == ({k for k in emola_state if "facial_prior_projector" in k} if use_facial_prior else set())
+    if not use_facial_prior:
+        processor = copy.deepcopy(tester.processor)
+        processor.use_facial_prior = False
+        inputs = processor(images=tester.images(1), text=[tester.prompt()], return_tensors="pt")
+        with torch.no_grad():
+            torch.testing.assert_close(emola(**inputs).logits, llava(**inputs).logits, rtol=0, atol=0)
+
+
+def test_from_llava_rejects_prior_token_outside_vocabulary(tester):
+    with pytest.raises(ValueError, match="does not fit the LLaVA vocabulary"):
+        EmolaForConditionalGeneration.from_llava(_tiny_llava(tester), facial_prior_dim=136, facial_prior_token_id=10**6)
+
+
+# -------------------------------------------------------------------------------------------------------- errors
+def test_error_wrong_prior_dimension(tester):
+    inputs = tester.inputs()
+    inputs["facial_priors"] = torch.zeros(1, tester.prior_dim + 1)
+    with pytest.raises(ValueError, match=r"facial_priors must have shape \(num_images, 136\)"):
+        tester.model(**inputs)
+
+
+def test_error_number_of_priors_vs_placeholders(tester):
+    inputs = tester.inputs()
+    inputs["facial_priors"] = torch.zeros(2, tester.prior_dim)
+    with pytest.raises(ValueError, match="Got 2 facial_priors but 1 <facial_prior> tokens"):
+        tester.model(**inputs)
+
+
+def test_error_missing_priors(tester):
+    inputs = dict(tester.inputs())
+    del inputs["facial_priors"]
+    with pytest.raises(ValueError, match="facial_priors is missing"):
+        tester.model(**inputs)
+
+
+def test_error_priors_given_to_plain_llava():
+    tester = EmolaModelTester(use_facial_prior=False)
+    inputs = dict(tester.inputs(), facial_priors=torch.zeros(1, 136))
+    with pytest.raises(ValueError, match="use_facial_prior=False"):
+        tester.model(**inputs)
+
+
+def test_error_images_vs_placeholders(tester):
+    inputs = tester.inputs()
+    inputs["pixel_values"] = torch.cat([inputs["pixel_values"]] * 2)
+    with pytest.raises(ValueError, match="Got 2 images but 4 image tokens"):
+        tester.model(**inputs)
+
+
+def test_error_pixel_values_missing(tester):
+    inputs = dict(tester.inputs())
+    del inputs["pixel_values"]
+    with pytest.raises(ValueError, match="pixel_values is missing"):
+        tester.model(**inputs)
