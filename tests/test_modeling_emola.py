@@ -360,3 +360,25 @@ def test_error_pixel_values_missing(tester):
     del inputs["pixel_values"]
     with pytest.raises(ValueError, match="pixel_values is missing"):
         tester.model(**inputs)
+
+
+def test_placeholders_are_never_generated(tester):
+    model = copy.deepcopy(tester.model)
+    with torch.no_grad():  # make <facial_prior> and <image> the most likely next tokens everywhere
+        for token in (tester.config.facial_prior_token_id, tester.config.image_token_id):
+            model.lm_head.weight[token] = model.get_input_embeddings().weight.mean(0) * 0 + 10.0
+    batch = tester.inputs()
+    for use_cache in (True, False):
+        out = model.generate(**batch, max_new_tokens=5, min_new_tokens=5, do_sample=False, use_cache=use_cache)
+        new = out[:, batch["input_ids"].shape[1]:]
+        assert not torch.isin(new, torch.tensor([tester.config.facial_prior_token_id, tester.config.image_token_id])).any()
+
+
+def test_cached_decoding_step_needs_no_priors(tester):
+    batch = tester.inputs()
+    with torch.no_grad():
+        prefill = tester.model(**batch, use_cache=True)
+        step = torch.tensor([[tester.config.facial_prior_token_id]])
+        mask = torch.cat([batch["attention_mask"], torch.ones(1, 1, dtype=torch.long)], dim=1)
+        out = tester.model(input_ids=step, attention_mask=mask, past_key_values=prefill.past_key_values)
+    assert out.logits.shape == (1, 1, tester.config.text_config.vocab_size)

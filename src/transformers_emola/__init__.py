@@ -9,6 +9,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, Aut
 from .configuration_emola import FACIAL_PRIOR_DIMS, EmolaConfig
 from .facial_prior import normalize_landmarks
 from .modeling_emola import EmolaForConditionalGeneration, EmolaModel, EmolaPreTrainedModel
+from .pipeline_facial_affect import FacialAffectAnalysisPipeline
+from .pipeline_facial_affect import register_pipeline as _register_facial_affect_pipeline
 from .processing_emola import AU_QUESTION, EMOTION_QUESTION, EmolaProcessor
 
 __version__ = "0.1.0"
@@ -17,6 +19,7 @@ AutoConfig.register("emola", EmolaConfig, exist_ok=True)
 AutoModel.register(EmolaConfig, EmolaModel, exist_ok=True)
 AutoModelForImageTextToText.register(EmolaConfig, EmolaForConditionalGeneration, exist_ok=True)
 AutoProcessor.register(EmolaConfig, EmolaProcessor, exist_ok=True)
+_register_facial_affect_pipeline()  # pipeline("facial-affect-analysis")
 
 
 def __getattr__(name):
@@ -42,6 +45,7 @@ __all__ = [
     "EmolaModel",
     "EmolaPreTrainedModel",
     "EmolaProcessor",
+    "FacialAffectAnalysisPipeline",
     "FacialPriorExtractor",
     "compute_rege",
     "load_rege",

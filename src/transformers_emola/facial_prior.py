@@ -19,6 +19,7 @@ Optional packages are imported only when a backend needs them.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import json
@@ -258,13 +259,18 @@ class _Candidate:
 
 def _parse_boxes(boxes: Any, name: str) -> list[_Candidate]:
     """(4,), (5,), (M, 4) or (M, 5) boxes (x0, y0, x1, y1[, score]) -> candidates."""
-    array = np.asarray(boxes if not isinstance(boxes, list) or boxes else np.zeros((0, 4)), dtype=np.float64)
-    if array.ndim == 1:
-        array = array[None, :]
-    if array.ndim != 2 or (array.shape[0] and array.shape[1] not in (4, 5)):
-        raise ValueError(f"{name}: face boxes must have shape (4,), (5,), (M, 4) or (M, 5), got {array.shape}")
+    if isinstance(boxes, (list, tuple)) and boxes and np.ndim(boxes[0]) == 1:
+        rows = [np.asarray(row, dtype=np.float64) for row in boxes]  # rows may mix 4 and 5 values
+    else:
+        array = np.asarray(boxes, dtype=np.float64)
+        if array.size == 0:
+            return []
+        rows = list(array[None, :] if array.ndim == 1 else array) if array.ndim in (1, 2) else [array]
     candidates = []
-    for row in array:
+    for row in rows:
+        if row.ndim != 1 or len(row) not in (4, 5):
+            raise ValueError(f"{name}: face boxes must be (x0, y0, x1, y1[, score]) rows, i.e. of shape (4,), (5,), "
+                             f"(M, 4) or (M, 5); got a row of shape {row.shape}")
         x0, y0, x1, y1 = (float(v) for v in row[:4])
         if not np.isfinite(row).all() or x1 <= x0 or y1 <= y0:
             raise ValueError(f"{name}: invalid face box {row.tolist()} (need finite x0 < x1 and y0 < y1)")
@@ -395,7 +401,7 @@ class _FaceAlignmentBackend(_DetectorBackend):
         import torch
 
         dtype = options["dtype"]
-        self.torch_dtype = getattr(torch, dtype.replace("torch.", "")) if isinstance(dtype, str) else dtype
+        self.torch_dtype = getattr(torch, dtype.replace("torch.", ""), None) if isinstance(dtype, str) else dtype
         if not isinstance(self.torch_dtype, torch.dtype):
             raise ValueError(f"dtype must name a torch dtype such as 'float32', got {dtype!r}")
         options["dtype"] = str(self.torch_dtype).replace("torch.", "")
@@ -409,16 +415,30 @@ class _FaceAlignmentBackend(_DetectorBackend):
 
         return os.path.join(torch.hub.get_dir(), "checkpoints")
 
-    def _weights_error(self, what: str, urls: dict[str, str], error: Exception) -> FacialPriorWeightsError:
+    def weight_urls(self) -> dict[str, str]:
+        """Every file face-alignment would download for this configuration (FAN and the face detector)."""
+        from face_alignment import api as fa_api
+
+        urls = {}
+        if self._fan is None and self.options["fan_path"] is None:
+            urls["2DFAN-4"] = fa_api.models_urls["2DFAN-4"]
+        if self._detector is None and "path_to_detector" not in self.options["face_detector_kwargs"]:
+            package = self._detector_module().__name__
+            for module_name, module in list(sys.modules.items()):
+                if module_name.startswith(package) and isinstance(getattr(module, "models_urls", None), dict):
+                    urls.update(module.models_urls)
+        return urls
+
+    def _weights_error(self, what: str, error: Exception) -> FacialPriorWeightsError:
         directory = self.weights_directory()
         files = "\n".join(f"  {os.path.join(directory, os.path.basename(url))}   (from {url})"
-                          for url in urls.values())
+                          for url in self.weight_urls().values())
         return FacialPriorWeightsError(
             f"Could not obtain the face-alignment weights for {what}: {type(error).__name__}: {error}\n"
-            f"face-alignment downloads them with torch.hub and looks for them in {directory} "
+            f"face-alignment downloads its weights with torch.hub and looks for them in {directory} "
             "(set TORCH_HOME to move it). On an offline machine pre-seed that folder by copying these files "
             f"there from a machine with network access:\n{files}\n"
-            "or pass fan_path=... / face_detector_kwargs={'path_to_detector': ...}, or build the model yourself "
+            "or pass fan_path=... / face_detector_kwargs={'path_to_detector': ...}, or build the models yourself "
             "(FacialPriorExtractor('face_alignment', fan=..., detector=...))."
         )
 
@@ -439,7 +459,7 @@ class _FaceAlignmentBackend(_DetectorBackend):
                 try:
                     path = fa_utils.load_file_from_url(url)
                 except Exception as error:  # URLError, HTTPError, timeouts, permission errors
-                    raise self._weights_error("the 2D-FAN landmark network", {"2DFAN-4": url}, error) from error
+                    raise self._weights_error("the 2D-FAN landmark network", error) from error
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 fan = FAN(4)
@@ -466,11 +486,7 @@ class _FaceAlignmentBackend(_DetectorBackend):
                 self._detector = module.FaceDetector(device=self.options["device"], verbose=False,
                                                      **self.options["face_detector_kwargs"])
             except (OSError, RuntimeError) as error:  # URLError is an OSError
-                urls = {}
-                for module_name, loaded in list(sys.modules.items()):
-                    if module_name.startswith(module.__name__) and isinstance(getattr(loaded, "models_urls", None), dict):
-                        urls.update(loaded.models_urls)
-                raise self._weights_error(f"the {self.options['face_detector']!r} face detector", urls, error) from error
+                raise self._weights_error(f"the {self.options['face_detector']!r} face detector", error) from error
         return self._detector
 
     @property
@@ -487,9 +503,7 @@ class _FaceAlignmentBackend(_DetectorBackend):
             return float(REFERENCE_SCALE)
 
     def detect_faces(self, image):
-        found = self.detector.detect_from_image(image.copy())
-        return _parse_boxes(np.asarray(found, dtype=np.float64).reshape(-1, np.shape(found)[-1] if len(found) else 4),
-                            "face-alignment detector output")
+        return _parse_boxes(self.detector.detect_from_image(image.copy()), "face-alignment detector output")
 
     def predict_landmarks(self, images, boxes):
         import torch
@@ -522,6 +536,14 @@ class _FaceAlignmentBackend(_DetectorBackend):
         return landmarks
 
 
+@functools.lru_cache(maxsize=4)
+def _load_dlib_predictor(path: str):
+    """The 68-point model is ~100 MB and takes seconds to parse: share it between extractors."""
+    import dlib
+
+    return dlib.shape_predictor(path)
+
+
 class _DlibBackend(_DetectorBackend):
     """dlib HOG face detector + the 68-point shape predictor shipped in `face_recognition_models`."""
 
@@ -536,7 +558,6 @@ class _DlibBackend(_DetectorBackend):
         if not _dlib_license_warned:
             _dlib_license_warned = True
             warnings.warn(DLIB_LICENSE_NOTE, UserWarning, stacklevel=4)
-            logger.warning(DLIB_LICENSE_NOTE)
 
     @staticmethod
     def default_predictor_path() -> str:
@@ -561,7 +582,7 @@ class _DlibBackend(_DetectorBackend):
             path = self.options["predictor_path"] or self.default_predictor_path()
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"dlib 68-point shape predictor not found: {path}")
-            self._predictor = self.dlib.shape_predictor(path)
+            self._predictor = _load_dlib_predictor(os.path.abspath(path))
         return self._predictor
 
     def detect_faces(self, image):
@@ -620,8 +641,8 @@ class _InsightFace2d106Backend(_Backend):
                 return bgr
         return np.ascontiguousarray(np.asarray(load_image(image))[:, :, ::-1])
 
-    def preprocess(self, image, source: str, box=None) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-        """-> (3, 192, 192) float32 network input and the (x0, y0, x1, y1) region it covers."""
+    def preprocess(self, image, source: str, box=None) -> tuple[np.ndarray, tuple, tuple[int, int]]:
+        """-> (3, 192, 192) float32 network input, the (x0, y0, x1, y1) region it covers, the image size."""
         bgr = self._bgr(image, source)
         height, width = bgr.shape[:2]
         region = (0.0, 0.0, float(width), float(height))
@@ -636,14 +657,15 @@ class _InsightFace2d106Backend(_Backend):
                 raise ValueError(f"{source}: face box {candidates[0].box} lies outside the {width}x{height} image")
             bgr, region = bgr[y0:y1, x0:x1], (float(x0), float(y0), float(x1), float(y1))
         resized = self.cv2.resize(bgr, (self.input_size, self.input_size))
-        return (resized.astype(np.float32) / 255.0).transpose(2, 0, 1), region
+        return (resized.astype(np.float32) / 255.0).transpose(2, 0, 1), region, (width, height)
 
     def process(self, images, sources, face_boxes):
-        inputs, regions = [], []
+        inputs, regions, sizes = [], [], []
         for image, source, box in zip(images, sources, face_boxes):
-            tensor, region = self.preprocess(image, source, box)
+            tensor, region, size = self.preprocess(image, source, box)
             inputs.append(tensor)
             regions.append(region)
+            sizes.append(size)
         batch = np.stack(inputs)
         chunks = [batch] if self.dynamic_batch else [batch[i : i + 1] for i in range(len(batch))]
         outputs = np.concatenate(
@@ -654,11 +676,10 @@ class _InsightFace2d106Backend(_Backend):
             raise ValueError(f"{self.options['model_path'] or 'the ONNX session'}: expected {self.dim} outputs per "
                              f"image (106 x/y pairs, like 2d106det.onnx), got {outputs.shape[1]}")
         results = []
-        for prior, region, source in zip(outputs, regions, sources):
+        for prior, region, source, size in zip(outputs, regions, sources, sizes):
             x0, y0, x1, y1 = region
             # Network output is in [-1, 1] over its input, which is the (resized) region.
             landmarks = (prior.reshape(-1, 2) + 1.0) * np.array([(x1 - x0) / 2, (y1 - y0) / 2]) + np.array([x0, y0])
-            size = (int(region[2]), int(region[3])) if region[0] == region[1] == 0 else None
             results.append(FaceLandmarks(prior.copy(), landmarks.astype(np.float32), region, None, source, 1, size))
         return results
 
@@ -884,7 +905,7 @@ def draw_landmarks(image: ImageInput, faces: FaceLandmarks | Sequence[FaceLandma
         faces = [faces]
     draw = ImageDraw.Draw(canvas)
     width = max(1, round(min(canvas.size) / 256))
-    radius = max(1, round(min(canvas.size) / 200))
+    radius = max(1, round(min(canvas.size) / 300))
     for face in faces:
         if face.box is not None:
             draw.rectangle([float(v) for v in face.box], outline=(0, 255, 0), width=width)
@@ -1019,8 +1040,7 @@ def extract_priors_for_annotations(
         for start in range(0, len(todo), extractor.batch_size):
             batch = todo[start : start + extractor.batch_size]
             try:
-                with warnings.catch_warnings():
-                    faces = extractor.detect([str(image_root / image) for image, _ in batch])
+                faces = extractor.detect([str(image_root / image) for image, _ in batch])
                 results = [(item, face, None) for item, face in zip(batch, faces)]
             except Exception:  # isolate the failing image(s): redo this batch one by one
                 results = []

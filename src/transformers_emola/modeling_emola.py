@@ -147,7 +147,10 @@ class EmolaModel(LlavaModel):
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
-        self._check_image_inputs(input_ids, inputs_embeds, pixel_values, mm_encoder_outputs)
+        # Placeholders are checked where the prompt is read; a cached decoding step has no images or priors.
+        is_prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+        if is_prefill:
+            self._check_image_inputs(input_ids, inputs_embeds, pixel_values, mm_encoder_outputs)
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
@@ -181,7 +184,7 @@ class EmolaModel(LlavaModel):
                     "the input; pass exactly one prior per image"
                 )
             inputs_embeds = inputs_embeds.masked_scatter(prior_mask.unsqueeze(-1), prior_features)
-        elif prior_mask is not None and bool(prior_mask.any()):
+        elif is_prefill and prior_mask is not None and bool(prior_mask.any()):
             raise ValueError(
                 f"The input has {int(prior_mask.sum())} <facial_prior> tokens but facial_priors is missing; pass "
                 "facial_priors (one landmark vector per image) or let EmolaProcessor extract them"
@@ -231,6 +234,10 @@ class EmolaForConditionalGeneration(EmolaPreTrainedModel, LlavaForConditionalGen
         self.model = EmolaModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
+        # Placeholders are inputs only: a generated <image>/<facial_prior> would ask for features nobody has.
+        placeholders = [config.image_token_id] + ([config.facial_prior_token_id] if config.use_facial_prior else [])
+        suppressed = list(self.generation_config.suppress_tokens or [])
+        self.generation_config.suppress_tokens = suppressed + [t for t in placeholders if t not in suppressed]
 
     @can_return_tuple
     def forward(

@@ -223,6 +223,13 @@ class EmolaProcessor(LlavaProcessor):
         texts = self.tokenizer.batch_decode(generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs)
         return [text.strip() for text in texts]
 
+    def parse_affect(self, text: str, task: str = "both", au_set: str = "faba"):
+        """AUs (number, name, supporting sentence), emotion and parser flags of a generated answer, read with the
+        strict REGE parsers (see `transformers_emola.metrics.parse_affect`)."""
+        from .metrics.parsing import parse_affect
+
+        return parse_affect(text, task=task, au_set=au_set)
+
     def to_dict(self) -> dict[str, Any]:
         # The live extractor (model weights, detectors) is rebuilt from its settings, never serialised.
         extractor = self.__dict__.pop("_facial_prior_extractor", None)

@@ -1,0 +1,325 @@
+"""Batch facial affect analysis of image files: the library behind `emola analyze`.
+
+Results are appended to `results.jsonl` batch by batch (flushed and fsync'ed), so a killed run loses at most one
+batch and a restarted run skips the images that already have a result. `results.csv` (one row per face, one 0/1
+column per FABA AU, like py-feat's tables) and `failures.json` are regenerated from the JSONL at the end, so they
+always describe everything the output folder holds. An image that cannot be read or has no face is recorded with
+its `status` and error and retried on the next run; it never stops the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .inference import append_jsonl, read_jsonl, truncate_partial_line
+from .metrics.parsing import FABA_AUS
+from .pipeline_facial_affect import FaceNotFoundError, normalize_tasks
+
+#: File endings read when a folder is given (case-insensitive).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+#: Row `status` values: "ok", or why the image has no result.
+STATUSES = ("ok", "unreadable", "no_face", "error")
+AU_COLUMNS = [f"AU{number}" for number in FABA_AUS]
+CSV_COLUMNS = (["image", "status", "error", "emotion"] + AU_COLUMNS
+               + ["face_x0", "face_y0", "face_x1", "face_y1", "face_score", "au_unparsed", "emotion_unparsed",
+                  "negated_aus", "au_description", "emotion_description", "visualization"])
+
+
+def find_images(paths: list[str | os.PathLike]) -> list[Path]:
+    """Image files of `paths`: files as given, folders walked recursively (sorted, by extension), no duplicates.
+
+    A path that does not exist raises FileNotFoundError naming it (a typo should not start a long run).
+    """
+    missing = [os.fspath(path) for path in paths if not os.path.exists(path)]
+    if missing:
+        raise FileNotFoundError(f"No such file or folder: {', '.join(missing)}")
+    found: dict[Path, None] = {}
+    for path in map(Path, paths):
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and child.suffix.lower() in IMAGE_EXTENSIONS:
+                    found.setdefault(child.absolute(), None)
+        else:
+            found.setdefault(path.absolute(), None)
+    return list(found)
+
+
+@dataclass
+class AnalysisReport:
+    """What `analyze_images` did: the output files, how many images were analysed now or skipped (already done),
+    and the images of this run that have no result (`{"image", "status", "error"}`)."""
+
+    results_path: Path
+    csv_path: Path
+    failures_path: Path
+    analyzed: int = 0
+    skipped: int = 0
+    failures: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def load_analyzer(
+    model: str | os.PathLike,
+    backend: str | None = None,
+    on_missing_face: str | None = "error",
+    backend_options: dict[str, Any] | None = None,
+    device: str | int | None = None,
+    dtype: str = "auto",
+):
+    """A `facial-affect-analysis` pipeline for the checkpoint folder `model`, with its facial-prior extractor set.
+
+    The extractor is the `backend` if given, else the one saved with the processor, else the model's
+    `facial_prior_backend`. `on_missing_face` (`"error"` by default, so face-less images are reported) replaces
+    the saved policy where the backend has one.
+    """
+    from transformers import pipeline
+
+    from .facial_prior import FacialPriorExtractor
+    from .pipeline_facial_affect import register_pipeline
+
+    register_pipeline()
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    analyzer = pipeline("facial-affect-analysis", model=os.fspath(model), device=device, dtype=dtype)
+    processor = analyzer.processor
+    if not processor.use_facial_prior and backend is None and processor.facial_prior_extractor is None:
+        return analyzer  # LLaVA-style checkpoint without the prior: nothing to detect
+    options = dict(backend_options or {})
+    if backend is not None:
+        config = {"backend": backend, **options}
+    elif processor.facial_prior_extractor is not None:
+        config = {**processor.facial_prior_extractor, **options}
+    else:
+        config = {"backend": analyzer.model.config.facial_prior_backend, **options}
+    extractor = FacialPriorExtractor.from_dict(config)
+    if on_missing_face is not None and extractor.options.get("on_missing_face", on_missing_face) != on_missing_face:
+        extractor = FacialPriorExtractor.from_dict(config, on_missing_face=on_missing_face)
+    expected = analyzer.model.config.facial_prior_dim
+    if processor.use_facial_prior and extractor.dim is not None and extractor.dim != expected:
+        raise ValueError(
+            f"The {extractor.backend!r} backend gives {extractor.dim}-d priors but {model} expects {expected}-d "
+            f"(it was trained with {analyzer.model.config.facial_prior_backend!r}); choose that backend"
+        )
+    processor.set_facial_prior_extractor(extractor)
+    return analyzer
+
+
+def _failure_row(image: str, status: str, error: BaseException | str, tasks: tuple[str, ...]) -> dict:
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return {"image": image, "status": status, "error": message, "tasks": list(tasks)}
+
+
+def _visualization_name(image: Path, root: Path) -> Path:
+    try:
+        relative = image.relative_to(root)
+    except ValueError:
+        relative = Path(*image.parts[1:])
+    return Path("visualizations") / relative.with_name(relative.name + ".png")
+
+
+def analyze_images(
+    analyzer,
+    paths: list[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    tasks: str = "both",
+    batch_size: int = 8,
+    visualize: bool = False,
+    progress: bool = True,
+    **generate_kwargs: Any,
+) -> AnalysisReport:
+    """Analyse every image of `paths` (files or folders) with `analyzer` (a `FacialAffectAnalysisPipeline`) into
+    `out_dir/results.jsonl`, `results.csv` and `failures.json`, resuming where a previous run stopped.
+
+    `generate_kwargs` (e.g. `max_new_tokens`) go to `generate`. With `visualize`, one PNG per analysed image with the
+    face box, landmarks, AUs and emotion is written under `out_dir/visualizations/`.
+    """
+    from .facial_prior import FacialPriorWeightsError
+
+    tasks = normalize_tasks(tasks)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    images = find_images(paths)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = AnalysisReport(out_dir / "results.jsonl", out_dir / "results.csv", out_dir / "failures.json")
+    truncate_partial_line(report.results_path)
+    done = {row["image"] for row in read_jsonl(report.results_path)
+            if row.get("status") == "ok" and set(tasks) <= set(row.get("tasks", ()))}
+    pending = [image for image in images if str(image) not in done]
+    report.skipped = len(images) - len(pending)
+    root = Path(os.path.commonpath([str(image.parent) for image in images])) if images else out_dir
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(images), initial=report.skipped, desc="emola analyze", unit="image")
+    for start in range(0, len(pending), batch_size):
+        chunk = pending[start : start + batch_size]
+        rows, items = [], []
+        for image in chunk:
+            name = str(image)
+            try:
+                loaded = analyzer.load(name)
+            except (ValueError, OSError) as error:
+                rows.append(_failure_row(name, "unreadable", error, tasks))
+                continue
+            try:
+                items.append((name, analyzer.detect(loaded)))
+            except (ImportError, FacialPriorWeightsError):
+                raise  # the backend itself is unusable: every image would fail the same way
+            except FaceNotFoundError as error:
+                rows.append(_failure_row(name, "no_face", error, tasks))
+            except (ValueError, OSError) as error:
+                rows.append(_failure_row(name, "error", error, tasks))
+        if items:
+            try:
+                descriptions = analyzer.generate_descriptions([item for _, item in items], tasks,
+                                                              generate_kwargs=generate_kwargs)
+            except Exception as error:  # noqa: BLE001  (record the batch as failed and go on with the next one)
+                rows.extend(_failure_row(name, "error", error, tasks) for name, _ in items)
+            else:
+                from .pipeline_facial_affect import build_result
+
+                for (name, item), texts in zip(items, descriptions):
+                    row = {"image": name, "status": "ok", "error": None, "tasks": list(tasks),
+                           **build_result(texts, item["face"])}
+                    if visualize:
+                        target = _visualization_name(Path(name), root)
+                        (out_dir / target).parent.mkdir(parents=True, exist_ok=True)
+                        draw_analysis(item["image"], row).save(out_dir / target)
+                        row["visualization"] = target.as_posix()
+                    rows.append(row)
+        order = {str(image): i for i, image in enumerate(chunk)}
+        rows.sort(key=lambda row: order[row["image"]])
+        append_jsonl(report.results_path, rows)
+        report.analyzed += sum(row["status"] == "ok" for row in rows)
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+
+    latest = latest_rows(report.results_path)
+    write_results_csv(latest, report.csv_path)
+    wanted = {str(image) for image in images}
+    report.failures = [{"image": row["image"], "status": row["status"], "error": row.get("error")}
+                       for row in latest if row["image"] in wanted and row["status"] != "ok"]
+    report.failures_path.write_text(json.dumps(report.failures, indent=2), encoding="utf-8")
+    return report
+
+
+def latest_rows(results_path: str | os.PathLike) -> list[dict]:
+    """The last row of every image in a `results.jsonl` (a retried image keeps only its newest outcome)."""
+    latest: dict[str, dict] = {}
+    for row in read_jsonl(results_path):
+        latest.pop(row["image"], None)
+        latest[row["image"]] = row
+    return list(latest.values())
+
+
+def _csv_value(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def results_to_csv_rows(rows: list[dict]) -> list[dict]:
+    """Flat table rows (`CSV_COLUMNS`): one per face, AU columns 1/0 when the AU question was asked, else empty."""
+    table = []
+    for row in rows:
+        ok = row.get("status") == "ok"
+        asked_au = ok and "au" in row.get("tasks", ())
+        present = {au["number"] for au in row.get("aus") or ()}
+        box = row.get("face_box") or [None] * 4
+        flags = row.get("flags") or {}
+        entry = {
+            "image": row["image"],
+            "status": row.get("status"),
+            "error": row.get("error"),
+            "emotion": row.get("emotion"),
+            **{f"AU{number}": (int(number in present) if asked_au else None) for number in FABA_AUS},
+            "face_x0": box[0], "face_y0": box[1], "face_x1": box[2], "face_y1": box[3],
+            "face_score": row.get("face_score"),
+            "au_unparsed": flags.get("au_unparsed"),
+            "emotion_unparsed": flags.get("emotion_unparsed"),
+            "negated_aus": " ".join(str(au) for au in flags.get("negated_aus", ())) or None,
+            "au_description": row.get("au_description"),
+            "emotion_description": row.get("emotion_description"),
+            "visualization": row.get("visualization"),
+        }
+        table.append({key: _csv_value(value) for key, value in entry.items()})
+    return table
+
+
+def write_results_csv(rows: list[dict], path: str | os.PathLike) -> None:
+    """Write `results_to_csv_rows(rows)` atomically (a kill never leaves a half-written table)."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(results_to_csv_rows(rows))
+    os.replace(partial, path)
+
+
+def draw_analysis(image, result: dict):
+    """The image with the face box and landmarks (`facial_prior.draw_landmarks`) and a side panel listing the
+    predicted emotion and AUs. `result` is a pipeline output (or a `results.jsonl` row)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from .facial_prior import FaceLandmarks, draw_landmarks, load_image
+
+    image = load_image(image)
+    if result.get("face_box") is not None or result.get("landmarks") is not None:
+        landmarks = None if result.get("landmarks") is None else np.asarray(result["landmarks"], dtype=np.float32)
+        face = FaceLandmarks(np.zeros(0, np.float32), landmarks, result.get("face_box"), result.get("face_score"),
+                             "")
+        image = draw_landmarks(image, face)
+    emotion = result.get("emotion") or ("not asked" if result.get("emotion_description") is None else "not found")
+    lines = [f"emotion: {emotion}"]
+    if result.get("au_description") is not None:
+        lines.append("AUs:" if result.get("aus") else "AUs: none found")
+        lines += [f"  AU{au['number']} {au['name']}" for au in result.get("aus", ())]
+    size = max(10, image.height // 32)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size
+        font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    panel = int(max(measure.textlength(line, font=font) for line in lines)) + 2 * size
+    height = max(image.height, int((len(lines) + 1) * size * 1.3))
+    canvas = Image.new("RGB", (image.width + panel, height), (255, 255, 255))
+    canvas.paste(image, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for number, line in enumerate(lines):
+        draw.text((image.width + size, size // 2 + number * size * 1.3), line, fill=(0, 0, 0), font=font)
+    return canvas
+
+
+__all__ = [
+    "AU_COLUMNS",
+    "AnalysisReport",
+    "CSV_COLUMNS",
+    "IMAGE_EXTENSIONS",
+    "analyze_images",
+    "draw_analysis",
+    "find_images",
+    "latest_rows",
+    "load_analyzer",
+    "results_to_csv_rows",
+    "write_results_csv",
+]

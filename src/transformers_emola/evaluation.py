@@ -1,0 +1,250 @@
+"""FABA-Bench evaluation, report side: score a predictions file and write the report (JSON, Markdown, plots).
+
+A predictions file is JSON Lines, one sample per line: {"id", "prediction", "reference", "label"}. It is what the
+generation runner writes, and what `emola evaluate --predictions FILE` scores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from .metrics.parsing import AU_NAMES, EMOTIONS, emotion_label_to_index, parse_au_label
+from .metrics.scoring import TASKS, compute_rege
+
+
+__all__ = ["PREDICTION_FIELDS", "read_predictions", "score_predictions_file", "write_report"]
+
+PREDICTION_FIELDS = ("id", "prediction", "reference", "label")
+
+
+def read_predictions(
+    path: str | Path, on_error: str = "raise", limit: int | None = None
+) -> tuple[list[dict], list[dict]]:
+    """Records of a predictions.jsonl file, and the lines that could not be read.
+
+    Args:
+        path: the JSON Lines file.
+        on_error: "raise" (ValueError naming the line) or "skip" (collect {"line", "error"} and go on).
+        limit: read only the first `limit` non-empty lines.
+
+    Returns:
+        (records, skipped): valid records in file order; skipped lines (empty when `on_error="raise"`).
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
+    if limit is not None and limit <= 0:
+        raise ValueError(f"limit must be a positive number of lines, got {limit}.")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Predictions file not found: {path}")
+    records, skipped = [], []
+    read = 0
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if limit is not None and read >= limit:
+                break
+            read += 1
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+                missing = [key for key in PREDICTION_FIELDS if key not in record]
+                if missing:
+                    raise ValueError(f"missing field(s) {missing}")
+                for key in ("prediction", "reference"):
+                    if not isinstance(record[key], str):
+                        raise ValueError(f"{key!r} must be a string, got {type(record[key]).__name__}")
+            except ValueError as error:  # json.JSONDecodeError is a ValueError
+                message = f"{path}:{number}: {error}"
+                if on_error == "raise":
+                    raise ValueError(message) from None
+                skipped.append({"line": number, "error": str(error)})
+                continue
+            records.append(record)
+    return records, skipped
+
+
+def score_predictions_file(
+    path: str | Path,
+    task: str,
+    mode: str = "paper",
+    au_set: str = "faba",
+    *,
+    on_error: str = "raise",
+    limit: int | None = None,
+    return_details: bool = False,
+) -> dict:
+    """`compute_rege` on a predictions.jsonl file ({"id", "prediction", "reference", "label"} per line).
+
+    Args:
+        path: the predictions file.
+        task, mode, au_set: as in `compute_rege`.
+        on_error: "raise" stops at the first unreadable line or invalid label; "skip" scores the rest and lists the
+            skipped lines in `result["skipped"]` ({"line" or "id", "error"}).
+        limit: score only the first `limit` non-empty lines.
+        return_details: add per-sample "details" (with the sample "id").
+
+    Example:
+        >>> result = score_predictions_file("predictions.jsonl", task="au")  # doctest: +SKIP
+        >>> result["s_rege"]  # doctest: +SKIP
+    """
+    records, skipped = read_predictions(path, on_error=on_error, limit=limit)
+    if on_error == "skip":
+        # Check each label on its own so that one bad label costs one sample, not the run.
+        if task not in TASKS:
+            raise ValueError(f"Unknown task {task!r}; expected one of {list(TASKS)}.")
+        kept = []
+        for record in records:
+            try:
+                if task == "au":
+                    parse_au_label(record["label"], mode=mode, au_set=au_set)
+                else:
+                    emotion_label_to_index(record["label"])
+            except ValueError as error:
+                if "Unknown mode" in str(error) or "Unknown au_set" in str(error):
+                    raise
+                skipped.append({"id": record["id"], "error": str(error)})
+                continue
+            kept.append(record)
+        records = kept
+    if not records:
+        raise ValueError(f"{path}: no valid prediction to score ({len(skipped)} line(s) skipped).")
+    result = compute_rege(
+        [r["prediction"] for r in records],
+        [r["reference"] for r in records],
+        [r["label"] for r in records],
+        task=task,
+        mode=mode,
+        au_set=au_set,
+        return_details=return_details,
+    )
+    if return_details:
+        for record, row in zip(records, result["details"]):
+            row["id"] = record["id"]
+    result["skipped"] = skipped
+    return result
+
+
+def _json_safe(value):
+    """NaN -> null and non-string keys -> strings, so report.json is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def _markdown(result: dict, task: str) -> str:
+    lines = [
+        f"# FABA-Bench REGE report ({task}, {result.get('mode', '?')} mode)",
+        "",
+        "| S_re | S_ge | S_rege | samples | ROUGE failures |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {_fmt(result['s_re'])} | {_fmt(result['s_ge'])} | {_fmt(result['s_rege'])} | {result['num_samples']} "
+        f"| {result.get('num_rouge_failures', 0)} |",
+        "",
+    ]
+    if task == "au":
+        lines += [f"AU set: {result.get('au_set', 'faba')}; mean per-AU accuracy: {_fmt(result.get('au_accuracy'))}",
+                  "", "| AU | name | F1 | accuracy |", "|---|---|---:|---:|"]  # fmt: skip
+        for au, f1 in result["per_au_f1"].items():
+            accuracy = result.get("per_au_accuracy", {}).get(au)
+            lines.append(f"| AU{au} | {AU_NAMES.get(int(au), '')} | {_fmt(f1)} | {_fmt(accuracy)} |")
+        if result.get("undefined_aus"):
+            lines += ["", f"Left out of the mean (undefined F1): {', '.join(f'AU{a}' for a in result['undefined_aus'])}"]
+    else:
+        lines += [f"Accuracy: {_fmt(result['accuracy'])}; parser fallbacks: {result.get('num_parser_fallbacks', 0)}; "
+                  f"unparsed: {result.get('num_unparsed', 0)}", "", "Confusion matrix (rows: label, columns: "
+                  "prediction):", "", "| label \\ pred | " + " | ".join(EMOTIONS) + " |",
+                  "|---|" + "---:|" * len(EMOTIONS)]  # fmt: skip
+        for name, row in zip(EMOTIONS, result["confusion_matrix"]):
+            lines.append(f"| {name} | " + " | ".join(str(count) for count in row) + " |")
+    if result.get("skipped"):
+        lines += ["", f"Skipped {len(result['skipped'])} unreadable sample(s):", ""]
+        lines += [f"- {item.get('line', item.get('id'))}: {item['error']}" for item in result["skipped"]]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(result: dict, task: str, path: Path) -> None:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError('Report plots need matplotlib: pip install "transformers-emola[eval]"') from error
+    # Figure + Agg canvas directly: no pyplot, so the caller's matplotlib backend is left alone.
+    if task == "au":
+        aus = list(result["per_au_f1"])
+        values = [result["per_au_f1"][au] or 0.0 for au in aus]
+        figure = Figure(figsize=(max(6.0, 0.5 * len(aus) + 2), 4))
+        axes = figure.add_subplot()
+        bars = axes.bar([f"AU{au}" for au in aus], values, color="tab:blue")
+        for bar, au in zip(bars, aus):
+            if result["per_au_f1"][au] is None:
+                bar.set_color("lightgray")
+        s_re = result["s_re"]
+        if not math.isnan(s_re):
+            axes.axhline(s_re, color="tab:red", linestyle="--", label=f"S_re = {s_re:.1f}")
+            axes.legend(loc="upper right")
+        axes.set_ylim(0, 100)
+        axes.set_ylabel("F1 (%)")
+        axes.set_title(f"Per-AU F1 ({result.get('mode', '')} mode; gray = left out)")
+        axes.tick_params(axis="x", rotation=45)
+    else:
+        matrix = result["confusion_matrix"]
+        figure = Figure(figsize=(6.5, 5.5))
+        axes = figure.add_subplot()
+        image = axes.imshow(matrix, cmap="Blues")
+        figure.colorbar(image, ax=axes)
+        axes.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, ha="right")
+        axes.set_yticks(range(len(EMOTIONS)), EMOTIONS)
+        axes.set_xlabel("parsed prediction")
+        axes.set_ylabel("label")
+        peak = max((max(row) for row in matrix), default=0)
+        for i, row in enumerate(matrix):
+            for j, count in enumerate(row):
+                axes.text(j, i, str(count), ha="center", va="center",
+                          color="white" if peak and count > peak / 2 else "black")  # fmt: skip
+        axes.set_title(f"Emotion confusion matrix (accuracy {result['accuracy']:.1f}%)")
+    figure.tight_layout()
+    FigureCanvasAgg(figure).print_png(str(path))
+
+
+def write_report(result: dict, out_dir: str | Path, task: str, plots: bool = True) -> dict[str, Path]:
+    """Write report.json, report.md and a plot (per_au_f1.png or confusion_matrix.png) for a `compute_rege` result.
+
+    Args:
+        result: the dict `compute_rege` / `score_predictions_file` returned.
+        out_dir: created if needed.
+        task: "au" or "emotion".
+        plots: draw the PNG (needs matplotlib).
+
+    Returns:
+        {"json": path, "markdown": path, "plot": path (when drawn)}.
+    """
+    if task not in ("au", "emotion"):
+        raise ValueError(f"Unknown task {task!r}; expected 'au' or 'emotion'.")
+    required = ("s_re", "s_ge", "s_rege", "num_samples") + (("per_au_f1",) if task == "au" else ("confusion_matrix",))
+    missing = [key for key in required if key not in result]
+    if missing:
+        raise ValueError(f"result is not a {task!r} REGE result: missing {missing}.")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
+    paths["json"].write_text(json.dumps(_json_safe(result), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(_markdown(result, task), encoding="utf-8")
+    if plots:
+        paths["plot"] = out_dir / ("per_au_f1.png" if task == "au" else "confusion_matrix.png")
+        _plot(result, task, paths["plot"])
+    return paths

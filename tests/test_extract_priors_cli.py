@@ -1,0 +1,128 @@
+"""`emola extract-priors` / `emola show-priors`: FABA layout, resume, atomic writes and failure reports."""
+
+import argparse
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transformers_emola.commands import extract_priors, show_priors
+from transformers_emola.facial_prior import FacialPriorExtractor, normalize_landmarks, save_npy_atomic
+
+skimage_data = pytest.importorskip("skimage.data")
+pytest.importorskip("dlib")
+
+
+def run_command(module, argv):
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dlib licence note
+        return module.run(parser.parse_args(argv))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Two real faces (one listed twice, once with an explicit landmark path) and one corrupt image."""
+    root = tmp_path_factory.mktemp("faba")
+    images = root / "FABAInstruct" / "train" / "images"
+    (images / "sub").mkdir(parents=True)
+    astronaut = skimage_data.astronaut()
+    Image.fromarray(astronaut).save(images / "a.png")
+    Image.fromarray(np.ascontiguousarray(astronaut[:, ::-1])).save(images / "sub" / "b.jpg")
+    (images / "bad.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    rows = [
+        {"image": "FABAInstruct/train/images/a.png", "landmark": "FABAInstruct/train/landmarks/a.npy",
+         "conversations": []},
+        {"image": "FABAInstruct/train/images/a.png", "landmark": "FABAInstruct/train/landmarks/a.npy",
+         "conversations": []},  # same image, another question: computed once
+        {"image": "FABAInstruct/train/images/sub/b.jpg", "conversations": []},
+        {"image": "FABAInstruct/train/images/bad.jpg", "conversations": []},
+    ]
+    annotations = root / "train_anno.json"
+    annotations.write_text(json.dumps(rows))
+    good = root / "good_anno.jsonl"
+    good.write_text("\n".join(json.dumps(row) for row in rows[:3]))
+    return root, annotations, good
+
+
+def test_extract_priors_writes_faba_layout_resumes_and_reports_failures(dataset, tmp_path, capsys):
+    root, annotations, good = dataset
+    out = tmp_path / "out"
+    argv = ["--annotations", str(annotations), "--image-root", str(root), "--out", str(out), "--backend", "dlib",
+            "--no-progress"]
+    assert run_command(extract_priors, argv) == 1  # the corrupt image fails, the others are written
+    a = out / "FABAInstruct/train/landmarks/a.npy"
+    b = out / "landmarks/FABAInstruct/train/images/sub/b.npy"
+    assert a.is_file() and b.is_file()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        face = FacialPriorExtractor("dlib").detect([str(root / "FABAInstruct/train/images/a.png")])[0]
+    np.testing.assert_array_equal(np.load(a), face.prior)
+    assert np.load(a).dtype == np.float32 and np.load(b).shape == (136,)
+    failures = json.loads((out / "failures.json").read_text())
+    assert [f["image"] for f in failures] == ["FABAInstruct/train/images/bad.jpg"]
+    assert "bad.jpg" in failures[0]["error"] and failures[0]["outputs"] == ["landmarks/FABAInstruct/train/images/bad.npy"]
+    captured = capsys.readouterr()
+    assert "2 written, 0 already present, 1 failed" in captured.out and "bad.jpg" in captured.err
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # no leftovers
+
+    a_mtime = a.stat().st_mtime_ns
+    assert run_command(extract_priors, argv) == 1  # resume: finished files are skipped, the failure is retried
+    assert "0 written, 2 already present, 1 failed" in capsys.readouterr().out
+    assert a.stat().st_mtime_ns == a_mtime
+
+    argv[1] = str(good)
+    assert run_command(extract_priors, argv + ["--overwrite"]) == 0
+    assert "2 written, 0 already present, 0 failed" in capsys.readouterr().out
+    assert json.loads((out / "failures.json").read_text()) == []
+
+
+def test_extract_priors_rejects_bad_annotations(tmp_path, capsys):
+    annotations = tmp_path / "anno.json"
+    annotations.write_text(json.dumps([{"conversations": []}]))
+    argv = ["--annotations", str(annotations), "--image-root", str(tmp_path), "--out", str(tmp_path / "o"),
+            "--backend", "dlib"]
+    assert run_command(extract_priors, argv) == 2
+    assert "anno.json: row 0 has no 'image'" in capsys.readouterr().err
+
+
+def test_save_npy_atomic_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "deep" / "x.npy"
+    save_npy_atomic(target, np.arange(3, dtype=np.float32))
+    original_save = np.save
+
+    def interrupted_save(handle, array):
+        handle.write(b"\x93NUMPY partial")
+        raise KeyboardInterrupt  # a kill in the middle of the write
+
+    monkeypatch.setattr(np, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_npy_atomic(target, np.zeros(3, dtype=np.float32))
+    with pytest.raises(KeyboardInterrupt):
+        save_npy_atomic(tmp_path / "deep" / "new.npy", np.zeros(3, dtype=np.float32))
+    monkeypatch.setattr(np, "save", original_save)
+    np.testing.assert_array_equal(np.load(target), [0, 1, 2])  # the old complete file survives
+    assert sorted(os.listdir(tmp_path / "deep")) == ["x.npy"]  # no new file, no temporary left
+
+
+def test_show_priors_draws_the_chosen_face(dataset, tmp_path, capsys):
+    root, _, _ = dataset
+    image = root / "FABAInstruct/train/images/a.png"
+    output = tmp_path / "a_priors.png"
+    assert run_command(show_priors, [str(image), "-o", str(output), "--backend", "dlib"]) == 0
+    assert "2 face(s) found, box (175, 76, 265, 166)" in capsys.readouterr().out
+    drawn = np.asarray(Image.open(output).convert("RGB"))
+    assert drawn.shape == (512, 512, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        face = FacialPriorExtractor("dlib").detect([str(image)])[0]
+    np.testing.assert_array_equal(normalize_landmarks(face.landmarks), face.prior)
+    for x, y in face.landmarks[::7]:
+        assert tuple(drawn[int(y), int(x)]) == (255, 0, 0)
+    assert run_command(show_priors, [str(root / "FABAInstruct/train/images/bad.jpg"), "-o",
+                                     str(tmp_path / "bad.png"), "--backend", "dlib"]) == 1
+    assert "bad.jpg" in capsys.readouterr().err and not (tmp_path / "bad.png").exists()

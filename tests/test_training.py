@@ -1,0 +1,309 @@
+"""EmoLA's training recipe: label masking, LoRA targets, optimizer groups, a tiny run, merge + pipeline, resume."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from peft import get_peft_model
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback, pipeline
+from trl import ModelConfig, TrlParser
+
+from transformers_emola import EmolaForConditionalGeneration, EmolaProcessor
+from transformers_emola.data import assistant_answers, load_faba_instruct
+from transformers_emola.synthetic import write_synthetic_faba
+from transformers_emola.testing_utils import build_tiny_emola
+from transformers_emola.training import (
+    EmolaDataCollator,
+    EmolaScriptArguments,
+    EmolaSFTConfig,
+    build_lora_config,
+    build_trainer,
+    emola_parameter_groups,
+    generate_model_card,
+    language_model_linear_names,
+    load_model_and_processor,
+    train_emola,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny matrices: a second thread only adds synchronisation, which is slow on a busy 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def faba(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faba")
+    paths = write_synthetic_faba(root, num_train=24, num_eval=2, seed=0, image_size=32, tasks=["au"])
+    dataset = load_faba_instruct(paths["train_au"], root, split="train")
+    return root, paths, dataset
+
+
+def tiny_model(dataset, **kwargs):
+    return build_tiny_emola(texts=assistant_answers(dataset), **kwargs)
+
+
+def tiny_args(output_dir, **overrides):
+    values = dict(output_dir=str(output_dir), use_cpu=True, bf16=False, report_to=[], gradient_checkpointing=False,
+                  per_device_train_batch_size=4, dataloader_num_workers=0, save_strategy="no", disable_tqdm=True,
+                  logging_steps=1, seed=7)
+    values.update(overrides)
+    return EmolaSFTConfig(**values)
+
+
+def user_turn(text):
+    return {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": text}]}
+
+
+def answer_turn(text):
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
+def test_labels_cover_exactly_the_answers_and_their_eos(faba):
+    _, _, dataset = faba
+    model, processor = tiny_model(dataset)
+    tokenizer = processor.tokenizer
+    long_row = {**dataset[0], "messages": [
+        {"role": "system", "content": [{"type": "text", "text": "Answer briefly."}]},
+        user_turn("What AUs are conveyed by this face?"), answer_turn("AU12 and AU6."),
+        {"role": "user", "content": [{"type": "text", "text": "And the emotion?"}]}, answer_turn("Happiness."),
+    ]}
+    rows = [dataset[1], long_row]
+    batch = EmolaDataCollator(processor)(rows)
+    assert sorted(batch) == ["attention_mask", "facial_priors", "input_ids", "labels", "pixel_values"]
+    torch.testing.assert_close(batch["facial_priors"], torch.tensor([dataset[1]["facial_priors"],
+                                                                     dataset[0]["facial_priors"]]))
+    expected_answers = [[dataset[1]["messages"][1]["content"][0]["text"]], ["AU12 and AU6.", "Happiness."]]
+    for row in range(2):
+        ids, labels, mask = batch["input_ids"][row], batch["labels"][row], batch["attention_mask"][row]
+        trained = labels != -100
+        assert torch.equal(labels[trained], ids[trained])
+        # the trained tokens are exactly each answer followed by </s> (a lone "▁" before an answer is the
+        # separator space of "ASSISTANT: ", outside the {% generation %} block)
+        space = tokenizer.convert_tokens_to_ids("▁")
+        answer_ids = []
+        for text in expected_answers[row]:
+            tokens = tokenizer(text + "</s>", add_special_tokens=False)["input_ids"]
+            answer_ids += tokens[1:] if tokens[0] == space else tokens
+        assert ids[trained].tolist() == answer_ids
+        assert tokenizer.decode(ids[trained]) == "".join(a + "</s>" for a in expected_answers[row])
+        # never the image tokens, the prior token, the prompt or the (right) padding
+        assert not trained[ids == processor.image_token_id].any()
+        assert not trained[ids == processor.facial_prior_token_id].any()
+        assert int((ids == processor.facial_prior_token_id).sum()) == 1
+        assert not trained[mask == 0].any() and mask[: int(mask.sum())].all()
+        prompt_end = int(torch.nonzero(trained)[0])
+        assert tokenizer.decode(ids[:prompt_end]).rstrip().endswith("ASSISTANT:")
+    # the LLaVA baseline: no prior token, no priors, same answer labels
+    _, baseline_processor = tiny_model(dataset, use_facial_prior=False)
+    baseline = EmolaDataCollator(baseline_processor)([dataset[1]])
+    assert "facial_priors" not in baseline
+    assert torch.equal(baseline["input_ids"][0][baseline["labels"][0] != -100],
+                       batch["input_ids"][0][batch["labels"][0] != -100])
+    with pytest.raises(ValueError, match="cuts through the image tokens"):
+        EmolaDataCollator(processor, max_length=20)(rows)
+
+
+def test_lora_targets_exactly_the_language_model_linears(faba):
+    _, _, dataset = faba
+    for use_prior in (True, False):
+        model, _ = tiny_model(dataset, use_facial_prior=use_prior)
+        config = build_lora_config(model)
+        assert (config.r, config.lora_alpha, config.lora_dropout) == (128, 256, 0.05)
+        expected = set(language_model_linear_names(model))
+        assert len(expected) == 2 * 7  # q, k, v, o, gate, up, down in both layers
+        peft_model = get_peft_model(model, config)
+        adapted = {name.removeprefix("base_model.model.") for name, module in peft_model.named_modules()
+                   if hasattr(module, "lora_A") and len(module.lora_A)}
+        assert adapted == expected
+        trainable = {name for name, p in peft_model.named_parameters() if p.requires_grad}
+        assert not any("vision_tower" in name or "lm_head" in name or "embed_tokens" in name for name in trainable)
+        projectors = {name.split(".modules_to_save")[0].split(".")[-1] for name in trainable if "modules_to_save" in name}
+        assert projectors == ({"multi_modal_projector", "facial_prior_projector"} if use_prior
+                              else {"multi_modal_projector"})
+        assert all("lora_" in name or "modules_to_save" in name for name in trainable)
+
+
+def test_optimizer_groups_have_the_paper_learning_rates(faba, tmp_path):
+    _, _, dataset = faba
+    model, processor = tiny_model(dataset)
+    trainer = build_trainer(model, processor, dataset, tiny_args(tmp_path, max_steps=1),
+                            peft_config=build_lora_config(model, r=4, lora_alpha=8))
+    optimizer = trainer.create_optimizer()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    groups = {group["name"]: group for group in optimizer.param_groups}
+    assert {name: g["lr"] for name, g in groups.items()} == {
+        "language_model.no_decay": 1e-4, "multi_modal_projector.no_decay": 2e-5, "facial_prior_projector.no_decay": 1e-4}
+    members = {name: {names[id(p)] for p in g["params"]} for name, g in groups.items()}
+    assert members["language_model.no_decay"] == {n for n, p in trainer.model.named_parameters()
+                                                  if p.requires_grad and "lora_" in n}
+    for part in ("multi_modal_projector", "facial_prior_projector"):
+        assert members[f"{part}.no_decay"] == {n for n, p in trainer.model.named_parameters()
+                                               if p.requires_grad and f"{part}.modules_to_save" in n}
+    all_members = [n for g in members.values() for n in g]
+    assert sorted(all_members) == sorted(n for n, p in trainer.model.named_parameters() if p.requires_grad)
+    # weight decay splits each part into decayed weights and undecayed biases
+    decayed = emola_parameter_groups(trainer.model, 1e-3, mm_projector_lr=1e-5, weight_decay=0.1,
+                                     decay_parameter_names=trainer.get_decay_parameter_names(trainer.model))
+    by_name = {g["name"]: (g["lr"], g["weight_decay"], len(g["params"])) for g in decayed}
+    assert by_name["multi_modal_projector"] == (1e-5, 0.1, 2) and by_name["multi_modal_projector.no_decay"] == (
+        1e-5, 0.0, 2)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(faba, tmp_path_factory):
+    root, paths, _ = faba
+    output_dir = tmp_path_factory.mktemp("run") / "emola-tiny-au"
+    parser = TrlParser((EmolaScriptArguments, EmolaSFTConfig, ModelConfig))
+    script_args, training_args, model_args = parser.parse_args_and_config([
+        "--config", str(REPO / "examples" / "recipes" / "tiny_cpu.yaml"),
+        "--train_annotations", str(paths["train_au"]), "--image_root", str(root),
+        "--output_dir", str(output_dir), "--max_steps", "30", "--save_strategy", "no", "--disable_tqdm", "true",
+    ])
+    summary = train_emola(script_args, training_args, model_args)
+    return summary, output_dir
+
+
+def test_tiny_recipe_learns(tiny_run):
+    summary, output_dir = tiny_run
+    assert summary["global_step"] == 30 and summary["train_samples"] == 24
+    losses = [e["loss"] for e in summary["trainer"].state.log_history if "loss" in e]
+    assert len(losses) == 6  # logging_steps 5
+    assert losses[-1] < losses[0] - 0.8 and np.mean(losses[-2:]) < np.mean(losses[:2])
+    assert summary["train_samples_per_second"] > 0 and summary["peak_memory_bytes"] > 0
+    assert (output_dir / "adapter_model.safetensors").is_file() and (output_dir / "adapter_config.json").is_file()
+    assert "tiny random model" in (output_dir / "README.md").read_text()
+
+
+def test_merged_checkpoint_loads_and_generates_through_pipeline(tiny_run, faba):
+    summary, output_dir = tiny_run
+    _, _, dataset = faba
+    merged_dir = output_dir / "merged"
+    assert (merged_dir / "model.safetensors").is_file()
+    model = AutoModelForImageTextToText.from_pretrained(merged_dir)
+    processor = AutoProcessor.from_pretrained(merged_dir)
+    assert isinstance(model, EmolaForConditionalGeneration) and isinstance(processor, EmolaProcessor)
+    # the merged weights compute what the trained adapter computed
+    collator = EmolaDataCollator(processor)
+    batch = collator([dataset[0], dataset[1]])
+    trained = summary["trainer"].model.eval()
+    with torch.no_grad():
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        torch.testing.assert_close(model(**inputs).logits, trained(**inputs).logits, atol=1e-4, rtol=1e-4)
+    # and generate through the standard pipeline
+    image = dataset[0]["images"][0]
+    prior = np.float32([dataset[0]["facial_priors"]])
+
+    class Precomputed:
+        def __call__(self, images):
+            return prior
+
+        def to_dict(self):
+            return {"backend": "precomputed-test"}
+
+    pipe = pipeline("image-text-to-text", model=str(merged_dir))
+    pipe.processor.set_facial_prior_extractor(Precomputed())
+    chat = [{"role": "user", "content": [{"type": "image", "image": image},
+                                         {"type": "text", "text": "What AUs are conveyed by this face?"}]}]
+    out = pipe(text=chat, generate_kwargs={"max_new_tokens": 12, "do_sample": False}, return_full_text=False)
+    prompt = processor.apply_chat_template([user_turn("What AUs are conveyed by this face?")],
+                                           add_generation_prompt=True)
+    inputs = processor(images=image, text=prompt, facial_priors=prior, return_tensors="pt")
+    ids = model.generate(**inputs, max_new_tokens=12, do_sample=False)[:, inputs["input_ids"].shape[1]:]
+    expected = processor.post_process_image_text_to_text(ids)[0]
+    assert out[0]["generated_text"].strip() == expected and len(expected.split()) >= 2
+
+
+class StopAt(TrainerCallback):
+    """Simulates a kill right after the checkpoint of `step` was written."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt(f"killed after step {self.step}")
+
+
+def trainable_state(trainer):
+    return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(faba, tmp_path):
+    _, _, dataset = faba
+    lora = dict(r=4, lora_alpha=8, modules_to_save=["multi_modal_projector", "facial_prior_projector", "lm_head"])
+
+    def run(output_dir, resume=None, callbacks=None, **overrides):
+        model, processor = tiny_model(dataset, seed=0)
+        args = tiny_args(output_dir, max_steps=8, learning_rate=5e-3, **overrides)
+        trainer = build_trainer(model, processor, dataset, args, peft_config=build_lora_config(model, **lora),
+                                callbacks=callbacks)
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    reference = trainable_state(run(tmp_path / "full"))
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", callbacks=[StopAt(4)], save_strategy="steps", save_steps=4)
+    assert (tmp_path / "killed" / "checkpoint-4").is_dir()
+    resumed = run(tmp_path / "killed", resume=str(tmp_path / "killed" / "checkpoint-4"), save_strategy="steps",
+                  save_steps=4)
+    assert resumed.state.global_step == 8
+    state = trainable_state(resumed)
+    assert state.keys() == reference.keys()
+    for name in reference:
+        torch.testing.assert_close(state[name], reference[name], rtol=0, atol=0, msg=name)
+
+
+def test_starts_from_an_hf_llava_checkpoint(faba, tmp_path):
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    _, _, dataset = faba
+    emola, emola_processor = tiny_model(dataset)
+    llava_config = LlavaConfig(vision_config=emola.config.vision_config, text_config=emola.config.text_config,
+                               image_token_index=emola.config.image_token_id,
+                               image_seq_length=emola.config.image_seq_length)
+    torch.manual_seed(1)
+    llava = LlavaForConditionalGeneration(llava_config)
+    llava.save_pretrained(tmp_path / "llava")
+    LlavaProcessor(image_processor=emola_processor.image_processor, tokenizer=emola_processor.tokenizer,
+                   patch_size=14, vision_feature_select_strategy="default").save_pretrained(tmp_path / "llava")
+    llava_state = llava.state_dict()
+    # from_llava, and the direct load used for 4-bit / ZeRO-3 (legacy llava-hf key layout), give the same weights
+    for direct in (False, True):
+        model, processor = load_model_and_processor(str(tmp_path / "llava"), facial_prior_dim=136,
+                                                    facial_prior_backend="face_alignment", direct_llava_load=direct)
+        assert isinstance(model, EmolaForConditionalGeneration) and isinstance(processor, EmolaProcessor)
+        assert model.config.facial_prior_dim == 136 and model.name_or_path == str(tmp_path / "llava")
+        assert model.config.facial_prior_token_id == processor.facial_prior_token_id
+        state = model.state_dict()
+        assert {n for n in state if "facial_prior_projector" not in n} == set(llava_state)
+        for name in llava_state:
+            assert torch.equal(state[name], llava_state[name]), name
+    batch = EmolaDataCollator(processor)([dataset[0]])
+    assert int((batch["input_ids"] == processor.facial_prior_token_id).sum()) == 1
+    baseline, baseline_processor = load_model_and_processor(str(tmp_path / "llava"), use_facial_prior=False)
+    assert baseline.model.facial_prior_projector is None and not baseline_processor.use_facial_prior
+    model.save_pretrained(tmp_path / "emola")
+    processor.save_pretrained(tmp_path / "emola")
+    reloaded, _ = load_model_and_processor(str(tmp_path / "emola"))  # continuing from an EmoLA checkpoint
+    assert torch.equal(reloaded.model.facial_prior_projector.linear_1.weight,
+                       model.model.facial_prior_projector.linear_1.weight)
+    with pytest.raises(ValueError, match="use_facial_prior"):
+        load_model_and_processor(str(tmp_path / "emola"), use_facial_prior=False)
+
+
+def test_model_card_uses_the_repository_template():
+    card = generate_model_card("me/emola-7b-au", "llava-hf/llava-1.5-7b-hf", "au",
+                               facial_prior_backend="insightface_2d106", hyperparameters={"learning_rate": 1e-4})
+    assert card.startswith("---") and "{{" not in card and '"me/emola-7b-au"' in card
+    assert "| learning_rate | 0.0001 |" in card
+    baseline = generate_model_card("me/llava-lora-au", "llava-hf/llava-1.5-7b-hf", "au", use_facial_prior=False)
+    assert "LLaVA-LoRA baseline" in baseline and "Facial priors" not in baseline
