@@ -4,7 +4,7 @@ Offline and download-free: dlib uses its shipped models; 2D-FAN runs with random
 cost as the released one); S3FD (face-alignment's detector) is timed as a network forward with random weights;
 insightface_2d106 runs a randomly initialised MobileNet-0.5 ONNX graph of 2d106det's size and signature.
 
-    python benchmarks/bench_facial_prior.py [--faces 8 --repeats 3 --hidden 256 --layers 4 --image-size 112]
+    python benchmarks/bench_facial_prior.py [--faces 8 --repeats 5 --hidden 256 --layers 4 --image-size 112]
 """
 
 from __future__ import annotations
@@ -77,23 +77,27 @@ def mobilenet_2d106_like(path: str, seed: int = 0) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faces", type=int, default=8, help="images per timed call")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch and onnxruntime (default: their own defaults)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     astronaut = skimage.data.astronaut()
     images = [astronaut] * args.faces
     boxes = [FACE_BOX] * args.faces
-    rows = []  # (backend, what, seconds per call)
+    rows = []  # (backend, what, faces per call, seconds per call)
 
     dlib = FacialPriorExtractor("dlib", batch_size=args.faces)
-    rows.append(("dlib", "detect + 68 landmarks", best_seconds(lambda: dlib(images), args.repeats)))
-    rows.append(("dlib", "68 landmarks, given box", best_seconds(lambda: dlib(images, face_boxes=boxes),
-                                                                 args.repeats)))
+    rows.append(("dlib", "detect + 68 landmarks", args.faces, best_seconds(lambda: dlib(images), args.repeats)))
+    rows.append(("dlib", "68 landmarks, given box", args.faces,
+                 best_seconds(lambda: dlib(images, face_boxes=boxes), args.repeats)))
 
     from face_alignment.detection.sfd.net_s3fd import s3fd
     from face_alignment.models import FAN
@@ -101,31 +105,36 @@ def main() -> None:
     fan = FAN(4).eval()
     for batch_size in (1, args.faces):
         extractor = FacialPriorExtractor("face_alignment", fan=fan, batch_size=batch_size)
-        rows.append(("face_alignment", f"2D-FAN + flip, given box, batch {batch_size}",
+        rows.append(("face_alignment", f"2D-FAN + flip, given box, batch {batch_size}", args.faces,
                      best_seconds(lambda: extractor(images, face_boxes=boxes), args.repeats)))
     no_flip = FacialPriorExtractor("face_alignment", fan=fan, batch_size=args.faces, flip_input=False)
-    rows.append(("face_alignment", f"2D-FAN no flip, given box, batch {args.faces}",
+    rows.append(("face_alignment", f"2D-FAN no flip, given box, batch {args.faces}", args.faces,
                  best_seconds(lambda: no_flip(images, face_boxes=boxes), args.repeats)))
     detector = s3fd().eval()
     frame = torch.from_numpy(astronaut.transpose(2, 0, 1)[None].astype(np.float32))
 
     def s3fd_forward():
         with torch.no_grad():
-            for _ in range(args.faces):
-                detector(frame)
+            detector(frame)
 
-    rows.append(("face_alignment", "S3FD detector forward (512x512)", best_seconds(s3fd_forward, args.repeats)))
+    rows.append(("face_alignment", "S3FD detector forward (512x512)", 1, best_seconds(s3fd_forward, args.repeats)))
 
     with tempfile.TemporaryDirectory() as folder:
         model_path = mobilenet_2d106_like(f"{folder}/mobilenet05.onnx")
-        insight = FacialPriorExtractor("insightface_2d106", model_path=model_path, batch_size=args.faces)
-        rows.append(("insightface_2d106", "whole image, MobileNet-0.5 (random)",
+        import onnxruntime
+
+        session_options = onnxruntime.SessionOptions()
+        if args.threads:
+            session_options.intra_op_num_threads = args.threads
+        session = onnxruntime.InferenceSession(model_path, session_options, providers=["CPUExecutionProvider"])
+        insight = FacialPriorExtractor("insightface_2d106", session=session, batch_size=args.faces)
+        rows.append(("insightface_2d106", "whole image, MobileNet-0.5 (random)", args.faces,
                      best_seconds(lambda: insight(images), args.repeats)))
 
     print(f"CPU threads: {torch.get_num_threads()}; {args.faces} images (512x512) per call; best of {args.repeats}")
     print(f"{'backend':<18} {'what':<42} {'faces/s':>8} {'ms/face':>8}")
-    for backend, what, seconds in rows:
-        print(f"{backend:<18} {what:<42} {args.faces / seconds:>8.1f} {1000 * seconds / args.faces:>8.1f}")
+    for backend, what, faces, seconds in rows:
+        print(f"{backend:<18} {what:<42} {faces / seconds:>8.1f} {1000 * seconds / faces:>8.1f}")
 
     # Share of the prior in a full EmoLA forward at a small configuration.
     from transformers_emola.testing_utils import build_tiny_emola
@@ -145,12 +154,11 @@ def main() -> None:
     t_forward = best_seconds(forward, args.repeats)
     print(f"\nTiny EmoLA (hidden {args.hidden}, {args.layers} layers, {args.image_size}px) processor + forward, "
           f"{args.faces} images: {1000 * t_forward:.0f} ms")
-    detect_dlib = rows[0][2]
-    fan_and_sfd = next(sec for b, w, sec in rows if w.startswith("2D-FAN + flip") and w.endswith(f"batch {args.faces}"))
-    fan_and_sfd += next(sec for b, w, sec in rows if w.startswith("S3FD"))
-    pipelines = [("dlib (HOG detect + landmarks)", detect_dlib),
-                 ("face_alignment (S3FD + 2D-FAN with flip)", fan_and_sfd),
-                 ("insightface_2d106 (whole image)", rows[-1][2])]
+    per_face = {what: seconds / faces for _, what, faces, seconds in rows}
+    fan_and_sfd = per_face["2D-FAN + flip, given box, batch 1"] + per_face["S3FD detector forward (512x512)"]
+    pipelines = [("dlib (HOG detect + landmarks)", per_face["detect + 68 landmarks"] * args.faces),
+                 ("face_alignment (S3FD + 2D-FAN with flip)", fan_and_sfd * args.faces),
+                 ("insightface_2d106 (whole image)", per_face["whole image, MobileNet-0.5 (random)"] * args.faces)]
     print(f"{'prior backend':<42} {'prior ms':>9} {'prior share of prior + forward':>31}")
     for name, seconds in pipelines:
         print(f"{name:<42} {1000 * seconds:>9.0f} {100 * seconds / (seconds + t_forward):>30.1f}%")

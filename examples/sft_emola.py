@@ -11,7 +11,7 @@ answers only, 1 epoch, cosine schedule with 3 % warmup, bf16.
 
     # the same on one 24 GB GPU (QLoRA)
     python examples/sft_emola.py --config examples/recipes/emola_au.yaml --load_in_4bit true \
-        --per_device_train_batch_size 4 --gradient_accumulation_steps 4
+        --per_device_train_batch_size 4 --gradient_accumulation_steps 16
 
     # the LLaVA-LoRA baseline of the ablations
     python examples/sft_emola.py --config examples/recipes/emola_au.yaml --use_facial_prior false

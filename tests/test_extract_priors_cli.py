@@ -126,3 +126,26 @@ def test_show_priors_draws_the_chosen_face(dataset, tmp_path, capsys):
     assert run_command(show_priors, [str(root / "FABAInstruct/train/images/bad.jpg"), "-o",
                                      str(tmp_path / "bad.png"), "--backend", "dlib"]) == 1
     assert "bad.jpg" in capsys.readouterr().err and not (tmp_path / "bad.png").exists()
+
+
+def test_extract_priors_stops_at_once_when_weights_are_missing(dataset, tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    pytest.importorskip("face_alignment")
+    from face_alignment import utils as fa_utils
+    from face_alignment.detection.sfd import sfd_detector
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(fa_utils, "download_url_to_file", offline)
+    monkeypatch.setattr(sfd_detector, "load_state_dict_from_url", offline)
+    root, _, good = dataset
+    argv = ["--annotations", str(good), "--image-root", str(root), "--out", str(tmp_path / "out"),
+            "--backend", "face_alignment", "--no-progress"]
+    assert run_command(extract_priors, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("Could not obtain the face-alignment weights") == 1  # one set-up error, not one per image
+    assert "2DFAN4-11f355bf06.pth.tar" in err and "s3fd-619a316812.pth" in err
+    assert not list((tmp_path / "out").rglob("*.npy"))

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from peft import get_peft_model
-from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback, pipeline
 from trl import ModelConfig, TrlParser
 
@@ -16,6 +15,7 @@ from transformers_emola.synthetic import write_synthetic_faba
 from transformers_emola.testing_utils import build_tiny_emola
 from transformers_emola.training import (
     EmolaDataCollator,
+    _resolve_resume,
     EmolaScriptArguments,
     EmolaSFTConfig,
     build_lora_config,
@@ -24,6 +24,7 @@ from transformers_emola.training import (
     generate_model_card,
     language_model_linear_names,
     load_model_and_processor,
+    merge_adapter_checkpoint,
     train_emola,
 )
 
@@ -86,15 +87,18 @@ def test_labels_cover_exactly_the_answers_and_their_eos(faba):
         ids, labels, mask = batch["input_ids"][row], batch["labels"][row], batch["attention_mask"][row]
         trained = labels != -100
         assert torch.equal(labels[trained], ids[trained])
-        # the trained tokens are exactly each answer followed by </s> (a lone "▁" before an answer is the
-        # separator space of "ASSISTANT: ", outside the {% generation %} block)
-        space = tokenizer.convert_tokens_to_ids("▁")
-        answer_ids = []
-        for text in expected_answers[row]:
-            tokens = tokenizer(text + "</s>", add_special_tokens=False)["input_ids"]
-            answer_ids += tokens[1:] if tokens[0] == space else tokens
-        assert ids[trained].tolist() == answer_ids
-        assert tokenizer.decode(ids[trained]) == "".join(a + "</s>" for a in expected_answers[row])
+        # the trained tokens are exactly each answer (with the space that follows "ASSISTANT:") and its </s>,
+        # one contiguous span per assistant turn, each right after the "ASSISTANT:" token
+        positions = trained.nonzero().flatten().tolist()
+        spans, start = [], positions[0]
+        for previous, current in zip(positions, positions[1:] + [None]):
+            if current != previous + 1:
+                spans.append((start, previous + 1))
+                start = current
+        assert len(spans) == len(expected_answers[row])
+        for (begin, end), text in zip(spans, expected_answers[row]):
+            assert tokenizer.decode(ids[begin:end]).strip() == text + "</s>"
+            assert tokenizer.decode(ids[:begin]).endswith("ASSISTANT:")
         # never the image tokens, the prior token, the prompt or the (right) padding
         assert not trained[ids == processor.image_token_id].any()
         assert not trained[ids == processor.facial_prior_token_id].any()
@@ -260,44 +264,63 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(faba, tmp_pat
     assert state.keys() == reference.keys()
     for name in reference:
         torch.testing.assert_close(state[name], reference[name], rtol=0, atol=0, msg=name)
+    # `--resume_from_checkpoint true` picks the newest checkpoint of output_dir
+    assert _resolve_resume("true", str(tmp_path / "killed")) == str(tmp_path / "killed" / "checkpoint-8")
+    assert _resolve_resume("true", str(tmp_path / "empty")) is None
 
 
 def test_starts_from_an_hf_llava_checkpoint(faba, tmp_path):
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-    _, _, dataset = faba
+    root, paths, dataset = faba
     emola, emola_processor = tiny_model(dataset)
     llava_config = LlavaConfig(vision_config=emola.config.vision_config, text_config=emola.config.text_config,
                                image_token_index=emola.config.image_token_id,
                                image_seq_length=emola.config.image_seq_length)
     torch.manual_seed(1)
     llava = LlavaForConditionalGeneration(llava_config)
-    llava.save_pretrained(tmp_path / "llava")
+    llava_dir = tmp_path / "llava"
+    llava.save_pretrained(llava_dir)
     LlavaProcessor(image_processor=emola_processor.image_processor, tokenizer=emola_processor.tokenizer,
-                   patch_size=14, vision_feature_select_strategy="default").save_pretrained(tmp_path / "llava")
+                   patch_size=14, vision_feature_select_strategy="default",
+                   num_additional_image_tokens=1).save_pretrained(llava_dir)  # as llava-hf/llava-1.5-7b-hf
     llava_state = llava.state_dict()
     # from_llava, and the direct load used for 4-bit / ZeRO-3 (legacy llava-hf key layout), give the same weights
     for direct in (False, True):
-        model, processor = load_model_and_processor(str(tmp_path / "llava"), facial_prior_dim=136,
+        model, processor = load_model_and_processor(str(llava_dir), facial_prior_dim=136,
                                                     facial_prior_backend="face_alignment", direct_llava_load=direct)
         assert isinstance(model, EmolaForConditionalGeneration) and isinstance(processor, EmolaProcessor)
-        assert model.config.facial_prior_dim == 136 and model.name_or_path == str(tmp_path / "llava")
+        assert model.config.facial_prior_dim == 136 and model.name_or_path == str(llava_dir)
         assert model.config.facial_prior_token_id == processor.facial_prior_token_id
         state = model.state_dict()
         assert {n for n in state if "facial_prior_projector" not in n} == set(llava_state)
         for name in llava_state:
             assert torch.equal(state[name], llava_state[name]), name
-    batch = EmolaDataCollator(processor)([dataset[0]])
-    assert int((batch["input_ids"] == processor.facial_prior_token_id).sum()) == 1
-    baseline, baseline_processor = load_model_and_processor(str(tmp_path / "llava"), use_facial_prior=False)
+    baseline, baseline_processor = load_model_and_processor(str(llava_dir), use_facial_prior=False)
     assert baseline.model.facial_prior_projector is None and not baseline_processor.use_facial_prior
-    model.save_pretrained(tmp_path / "emola")
-    processor.save_pretrained(tmp_path / "emola")
-    reloaded, _ = load_model_and_processor(str(tmp_path / "emola"))  # continuing from an EmoLA checkpoint
+
+    # the whole recipe from the LLaVA checkpoint; the adapter merged later (as after QLoRA / ZeRO-3) equals the
+    # in-process merge
+    output_dir = tmp_path / "emola-from-llava"
+    script_args = EmolaScriptArguments(train_annotations=str(paths["train_au"]), image_root=str(root),
+                                       facial_prior_backend="face_alignment", merge=True)
+    model_args = ModelConfig(model_name_or_path=str(llava_dir), use_peft=True, lora_r=4, lora_alpha=8)
+    summary = train_emola(script_args, tiny_args(output_dir, max_steps=2, learning_rate=1e-2), model_args)
+    assert summary["global_step"] == 2
+    later = merge_adapter_checkpoint(output_dir, tmp_path / "merged-later", dtype=torch.float32)
+    in_run = AutoModelForImageTextToText.from_pretrained(output_dir / "merged")
+    merged_later = AutoModelForImageTextToText.from_pretrained(later)
+    assert not torch.equal(in_run.model.facial_prior_projector.linear_2.weight,
+                           model.model.facial_prior_projector.linear_2.weight)  # trained
+    for name, tensor in in_run.state_dict().items():
+        torch.testing.assert_close(merged_later.state_dict()[name], tensor, msg=name)
+
+    # continuing from an EmoLA checkpoint keeps its prior projector; the baseline needs a matching checkpoint
+    reloaded, _ = load_model_and_processor(str(output_dir / "merged"))
     assert torch.equal(reloaded.model.facial_prior_projector.linear_1.weight,
-                       model.model.facial_prior_projector.linear_1.weight)
+                       in_run.model.facial_prior_projector.linear_1.weight)
     with pytest.raises(ValueError, match="use_facial_prior"):
-        load_model_and_processor(str(tmp_path / "emola"), use_facial_prior=False)
+        load_model_and_processor(str(output_dir / "merged"), use_facial_prior=False)
 
 
 def test_model_card_uses_the_repository_template():

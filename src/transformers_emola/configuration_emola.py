@@ -67,6 +67,14 @@ class EmolaConfig(LlavaConfig):
     facial_prior_backend: str = "insightface_2d106"
     use_facial_prior: bool = True
 
+    @classmethod
+    def from_llava_config(cls, llava_config: LlavaConfig, **emola_kwargs) -> "EmolaConfig":
+        """The EmoLA configuration of a LLaVA-1.5 model plus the facial-prior settings in `emola_kwargs`."""
+        values = llava_config.to_dict()
+        for key in ("model_type", "architectures", "transformers_version", "auto_map"):
+            values.pop(key, None)
+        return cls(**values, **emola_kwargs)
+
     def validate_architecture(self):
         """Part of `@strict` validation: the prior placeholder must be a real, distinct token."""
         if self.facial_prior_dim <= 0:

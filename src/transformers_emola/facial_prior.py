@@ -545,7 +545,10 @@ def _load_dlib_predictor(path: str):
 
 
 class _DlibBackend(_DetectorBackend):
-    """dlib HOG face detector + the 68-point shape predictor shipped in `face_recognition_models`."""
+    """dlib HOG face detector + the 68-point shape predictor shipped in `face_recognition_models`.
+
+    Licence: that predictor is trained on iBUG 300-W, whose licence forbids commercial use (warned once at run
+    time); prefer the "face_alignment" backend for commercial work."""
 
     name = "dlib"
     defaults = {**_COMMON_DETECTOR_OPTIONS, "upsample": 1, "adjust_threshold": 0.0, "predictor_path": None}
@@ -1042,11 +1045,15 @@ def extract_priors_for_annotations(
             try:
                 faces = extractor.detect([str(image_root / image) for image, _ in batch])
                 results = [(item, face, None) for item, face in zip(batch, faces)]
+            except (FacialPriorWeightsError, ImportError):
+                raise  # a broken set-up, not a bad image: every image would fail the same way
             except Exception:  # isolate the failing image(s): redo this batch one by one
                 results = []
                 for item in batch:
                     try:
                         results.append((item, extractor.detect([str(image_root / item[0])])[0], None))
+                    except (FacialPriorWeightsError, ImportError):
+                        raise
                     except Exception as error:
                         results.append((item, None, error))
             for (image, targets), face, error in results:

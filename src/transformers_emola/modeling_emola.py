@@ -336,9 +336,6 @@ class EmolaForConditionalGeneration(EmolaPreTrainedModel, LlavaForConditionalGen
             llava = LlavaForConditionalGeneration.from_pretrained(llava_model_or_path, **from_pretrained_kwargs)
         else:
             llava = llava_model_or_path
-        llava_config = llava.config.to_dict()
-        for key in ("model_type", "architectures", "transformers_version", "auto_map"):
-            llava_config.pop(key, None)
         if facial_prior_token_id is None:
             facial_prior_token_id = llava.config.image_token_id + 2
         vocab_size = llava.config.text_config.vocab_size
@@ -347,8 +344,8 @@ class EmolaForConditionalGeneration(EmolaPreTrainedModel, LlavaForConditionalGen
                 f"facial_prior_token_id {facial_prior_token_id} does not fit the LLaVA vocabulary ({vocab_size}); "
                 "add the token to the tokenizer and call resize_token_embeddings first"
             )
-        config = EmolaConfig(
-            **llava_config,
+        config = EmolaConfig.from_llava_config(
+            llava.config,
             facial_prior_dim=facial_prior_dim,
             facial_prior_backend=facial_prior_backend,
             facial_prior_token_id=facial_prior_token_id,

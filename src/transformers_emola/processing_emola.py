@@ -20,7 +20,8 @@ EMOTION_QUESTION = "What emotions are conveyed by this face?"
 
 # Vicuna v1 (LLaVA's conv_vicuna_v1, separators " " and "</s>"): "{system} USER: <image>\n{q} ASSISTANT: {a}</s>".
 # Images go first in a user turn, as LLaVA's preprocess_multimodal moves them; {% generation %} marks the tokens
-# that TRL's assistant-only loss trains on (the answer and its "</s>").
+# that TRL's assistant-only loss trains on: the space after "ASSISTANT:", the answer and its "</s>" (a tokenizer that
+# splits the space off as its own token must still learn to emit it).
 EMOLA_CHAT_TEMPLATE = (
     '{%- set system = "' + EMOLA_SYSTEM_PROMPT + '" -%}'
     "{%- if messages and messages[0]['role'] == 'system' -%}"
@@ -36,8 +37,8 @@ EMOLA_CHAT_TEMPLATE = (
     "{%- for item in message['content'] if item['type'] == 'image' -%}{{- '<image>\n' -}}{%- endfor -%}"
     "{{- message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -}}"
     "{%- endif -%}{{- ' ' -}}"
-    "{%- elif message['role'] == 'assistant' -%}{{- 'ASSISTANT: ' -}}"
-    "{%- generation -%}"
+    "{%- elif message['role'] == 'assistant' -%}{{- 'ASSISTANT:' -}}"
+    "{%- generation -%}{{- ' ' -}}"
     "{%- if message['content'] is string -%}{{- message['content'] -}}"
     "{%- else -%}{{- message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') "
     "| join(' ') -}}{%- endif -%}{{- '</s>' -}}"

@@ -13,6 +13,7 @@ is the reusable core (the demo and the benchmarks call it with a model they buil
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -36,6 +37,7 @@ from .processing_emola import EmolaProcessor
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
+BASE_INFO_FILE = "emola_base.json"
 # llava-hf checkpoints saved before transformers 4.52 (llava-hf/llava-1.5-7b-hf among them) use these key prefixes.
 LLAVA_LEGACY_KEY_MAPPING = {
     r"^language_model\.lm_head": "lm_head",
@@ -511,13 +513,6 @@ def emola_processor_from_llava(
     )
 
 
-def _emola_config_from_llava(llava_config, **emola_kwargs) -> EmolaConfig:
-    values = llava_config.to_dict()
-    for key in ("model_type", "architectures", "transformers_version", "auto_map"):
-        values.pop(key, None)
-    return EmolaConfig(**values, **emola_kwargs)
-
-
 def load_model_and_processor(
     model_name_or_path: str,
     *,
@@ -592,7 +587,7 @@ def load_model_and_processor(
         # Loading the LLaVA weights straight into EmoLA lets transformers quantize or shard them on the way in;
         # from_llava would first hold a full LLaVA copy. The renamings turn the legacy llava-hf layout into ours.
         model = EmolaForConditionalGeneration.from_pretrained(
-            model_name_or_path, config=_emola_config_from_llava(config, **emola_kwargs),
+            model_name_or_path, config=EmolaConfig.from_llava_config(config, **emola_kwargs),
             key_mapping=LLAVA_LEGACY_KEY_MAPPING, **model_kwargs
         )
     else:
@@ -631,6 +626,34 @@ def save_merged(model, processor, output_dir: str | os.PathLike, model_card: str
     if model_card:
         (output_dir / "README.md").write_text(model_card, encoding="utf-8")
     return output_dir
+
+
+def merge_adapter_checkpoint(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None,
+                             dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Merge a saved EmoLA adapter into its base model and save the full checkpoint (default `adapter_dir/merged`).
+
+    For runs that cannot merge in place: QLoRA (merging into 4-bit weights would lose precision), DeepSpeed ZeRO-3
+    and FSDP (sharded parameters). Rebuilds the base from `emola_base.json`, written by `train_emola`.
+    """
+    from peft import PeftModel
+    from transformers import AutoProcessor
+
+    adapter_dir = Path(adapter_dir)
+    info_path = adapter_dir / BASE_INFO_FILE
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{info_path} not found: merge_adapter_checkpoint needs an adapter saved by train_emola")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    if info["base_model"] == "tiny":
+        raise ValueError("The tiny model is built in memory, not loaded: merge it in the training run (--merge)")
+    base, _ = load_model_and_processor(
+        info["base_model"], use_facial_prior=info["use_facial_prior"], facial_prior_dim=info["facial_prior_dim"],
+        facial_prior_backend=info["facial_prior_backend"], dtype=dtype, direct_llava_load=False,
+    )
+    model = PeftModel.from_pretrained(base, adapter_dir)
+    processor = AutoProcessor.from_pretrained(adapter_dir)
+    card = adapter_dir / "README.md"
+    return save_merged(model, processor, output_dir or adapter_dir / "merged",
+                       model_card=card.read_text(encoding="utf-8") if card.is_file() else None)
 
 
 def _training_details(base_model, use_facial_prior, hyperparameters: dict, metrics: dict) -> str:
@@ -726,9 +749,16 @@ def _system_prompt(choice: str | None) -> str | None:
 
 
 def peak_memory_bytes() -> int:
-    """Peak GPU memory allocated by this process when on CUDA, else the process's peak resident memory."""
+    """Peak GPU memory allocated by this process when on CUDA, else its peak resident memory (VmHWM)."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return int(torch.cuda.max_memory_allocated())
+    try:
+        with open("/proc/self/status") as status:  # unlike ru_maxrss, not inherited across exec
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
@@ -819,6 +849,14 @@ def train_emola(script_args: EmolaScriptArguments, training_args: SFTConfig, mod
     resume = _resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)  # the adapter (+ projectors) and the processor
+    if trainer.is_world_process_zero():
+        # What merge_adapter_checkpoint needs to rebuild the base model the adapter was trained on.
+        Path(training_args.output_dir, BASE_INFO_FILE).write_text(json.dumps({
+            "base_model": model_args.model_name_or_path,
+            "use_facial_prior": script_args.use_facial_prior,
+            "facial_prior_dim": prior_dim,
+            "facial_prior_backend": script_args.facial_prior_backend,
+        }, indent=2), encoding="utf-8")
     metrics = dict(result.metrics)
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
@@ -853,13 +891,17 @@ def train_emola(script_args: EmolaScriptArguments, training_args: SFTConfig, mod
         Path(training_args.output_dir, "README.md").write_text(card, encoding="utf-8")
     if script_args.merge:
         merged_dir = script_args.merged_output_dir or os.path.join(training_args.output_dir, "merged")
-        if trainer.is_world_process_zero():
-            model_to_merge = trainer.model
-            if quantization_config is not None:
-                model_to_merge = _reload_unquantized_with_adapter(model_args, script_args, prior_dim,
-                                                                 training_args.output_dir)
-            save_merged(model_to_merge, processor, merged_dir, model_card=card)
-        summary["merged_dir"] = merged_dir
+        sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+        if sharded:
+            logger.warning("Not merging in a sharded (DeepSpeed/FSDP) run: merge the saved adapter afterwards, in one "
+                           "process, with transformers_emola.training.merge_adapter_checkpoint(%r, %r)",
+                           training_args.output_dir, merged_dir)
+        elif trainer.is_world_process_zero():
+            if quantization_config is not None:  # merge into bf16 weights, not into the 4/8-bit ones
+                merge_adapter_checkpoint(training_args.output_dir, merged_dir)
+            else:
+                save_merged(trainer.model, processor, merged_dir, model_card=card)
+            summary["merged_dir"] = merged_dir
     if push_to_hub and trainer.is_world_process_zero():
         if not training_args.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id")
@@ -891,16 +933,6 @@ def _card_hyperparameters(training_args, model_args) -> dict:
     return values
 
 
-def _reload_unquantized_with_adapter(model_args, script_args, prior_dim, adapter_dir):
-    from peft import PeftModel
-
-    base, _ = load_model_and_processor(
-        model_args.model_name_or_path, use_facial_prior=script_args.use_facial_prior, facial_prior_dim=prior_dim,
-        facial_prior_backend=script_args.facial_prior_backend, dtype=torch.bfloat16,
-    )
-    return PeftModel.from_pretrained(base, adapter_dir)
-
-
 def format_summary(summary: dict) -> str:
     """The end-of-run lines: steps, throughput, peak memory, losses, outputs."""
     def fmt(value, spec):
@@ -916,7 +948,7 @@ def format_summary(summary: dict) -> str:
         f"peak memory ({device}): {summary['peak_memory_bytes'] / 2**20:.0f} MiB",
         f"loss: first logged {fmt(summary['first_logged_loss'], '.4f')}, last logged "
         f"{fmt(summary['last_logged_loss'], '.4f')}, mean {fmt(summary['train_loss'], '.4f')}",
-        f"adapter: {summary['output_dir']}" + (f"   merged: {summary['merged_dir']}" if summary["merged_dir"] else ""),
+        f"saved: {summary['output_dir']}" + (f"   merged: {summary['merged_dir']}" if summary["merged_dir"] else ""),
     ]
     return "\n".join(lines)
 
@@ -937,6 +969,7 @@ __all__ = [
     "load_model_and_processor",
     "lora_target_modules",
     "merge_adapter",
+    "merge_adapter_checkpoint",
     "peak_memory_bytes",
     "push_folder_to_hub",
     "save_merged",

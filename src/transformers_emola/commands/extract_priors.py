@@ -60,8 +60,12 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    report = extract_priors_for_annotations(rows, args.image_root, args.out, extractor, overwrite=args.overwrite,
-                                            progress=not args.no_progress)
+    try:
+        report = extract_priors_for_annotations(rows, args.image_root, args.out, extractor,
+                                                overwrite=args.overwrite, progress=not args.no_progress)
+    except (OSError, ImportError) as error:  # e.g. missing weights: every image would fail the same way
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"extract-priors ({extractor.backend}, dim {extractor.dim}): {len(report.written)} written, "
           f"{len(report.skipped)} already present, {len(report.failures)} failed")
     if report.failures:
