@@ -65,13 +65,15 @@ def main() -> None:
     parser.add_argument("--num-train", type=int, default=DemoArguments.num_train)
     parser.add_argument("--num-eval", type=int, default=60)
     parser.add_argument("--epochs", type=float, default=DemoArguments.epochs)
+    parser.add_argument("--num-threads", type=int, default=None, help="torch threads per run (1 on a busy machine)")
     args = parser.parse_args()
 
     out = Path(args.out)
     runs: dict[str, list[dict]] = {variant: [] for variant in args.variants}
     for seed in args.seeds:
         base = DemoArguments(tasks=tuple(args.tasks), num_train=args.num_train, num_eval=args.num_eval,
-                             epochs=args.epochs, seed=seed, evaluate_before=False, progress=False)
+                             epochs=args.epochs, seed=seed, evaluate_before=False, progress=False,
+                             num_threads=args.num_threads)
         data_root = out / f"seed{seed}" / "data"
         paths = write_synthetic_faba(data_root, num_train=base.num_train, num_eval=base.num_eval, seed=seed,
                                      image_size=base.image_size, tasks=base.tasks)

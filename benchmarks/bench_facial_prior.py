@@ -10,7 +10,6 @@ insightface_2d106 runs a randomly initialised MobileNet-0.5 ONNX graph of 2d106d
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 import warnings
@@ -142,7 +141,8 @@ def main() -> None:
     model, processor = build_tiny_emola(image_size=args.image_size, hidden_size=args.hidden,
                                         vision_hidden_size=args.hidden, num_hidden_layers=args.layers)
     prompt = processor.apply_chat_template([{"role": "user", "content": [
-        {"type": "image"}, {"type": "text", "text": "What AUs are conveyed by this face?"}]}], add_generation_prompt=True)
+        {"type": "image"}, {"type": "text", "text": "What AUs are conveyed by this face?"}]}],
+        add_generation_prompt=True)
     pil = [Image.fromarray(astronaut)] * args.faces
     priors = np.zeros((args.faces, 136), np.float32)
 

@@ -65,7 +65,8 @@ def test_extract_priors_writes_faba_layout_resumes_and_reports_failures(dataset,
     assert np.load(a).dtype == np.float32 and np.load(b).shape == (136,)
     failures = json.loads((out / "failures.json").read_text())
     assert [f["image"] for f in failures] == ["FABAInstruct/train/images/bad.jpg"]
-    assert "bad.jpg" in failures[0]["error"] and failures[0]["outputs"] == ["landmarks/FABAInstruct/train/images/bad.npy"]
+    assert "bad.jpg" in failures[0]["error"]
+    assert failures[0]["outputs"] == ["landmarks/FABAInstruct/train/images/bad.npy"]
     captured = capsys.readouterr()
     assert "2 written, 0 already present, 1 failed" in captured.out and "bad.jpg" in captured.err
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # no leftovers

@@ -27,10 +27,10 @@ class DemoArguments:
     annotations: str | None = None  # a FABA-Instruct folder or training .json (default: generate synthetic data)
     data_root: str | None = None  # folder the image/landmark paths are relative to
     tasks: tuple[str, ...] = TASKS
-    num_train: int = 240  # synthetic training faces per task
+    num_train: int = 200  # synthetic training faces per task
     num_eval: int = 24  # held-out synthetic faces per task
     image_size: int = 56
-    epochs: float = 6.0
+    epochs: float = 5.0
     batch_size: int = 8
     learning_rate: float = 2e-3
     hidden_size: int = 64

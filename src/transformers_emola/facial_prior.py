@@ -11,7 +11,7 @@ Backends (the name and the output size are saved with the processor so `from_pre
 |---|---|---|
 | `"face_alignment"` (default) | 2D-FAN of the `face-alignment` package + its face detector | 136 |
 | `"dlib"` | dlib HOG detector + 68-point shape predictor (**iBUG 300-W: non-commercial use only**) | 136 |
-| `"insightface_2d106"` | InsightFace `2d106det.onnx`, fed exactly as the official EmoLA code (released checkpoints) | 212 |
+| `"insightface_2d106"` | InsightFace `2d106det.onnx`, fed as the official EmoLA code (released checkpoints) | 212 |
 | `"precomputed"` | `.npy` files in the FABA-Instruct layout | any |
 
 Optional packages are imported only when a backend needs them.
@@ -178,6 +178,7 @@ def load_image(image: ImageInput) -> Image.Image:
     >>> from transformers_emola.facial_prior import load_image
     >>> load_image(np.zeros((4, 6), dtype=np.uint16)).size
     (6, 4)
+
     ```
     """
     if isinstance(image, (str, os.PathLike)):
@@ -779,6 +780,7 @@ class FacialPriorExtractor:
     ((1, 136), dtype('float32'), True)
     >>> FacialPriorExtractor.from_dict(extractor.to_dict()).backend
     'dlib'
+
     ```
     """
 
@@ -799,12 +801,14 @@ class FacialPriorExtractor:
         for key, value in options.items():
             merged[key] = os.fspath(value) if isinstance(value, os.PathLike) else value
         self._validate(backend, merged)
+        self._injected = runtime
         self._backend = cls(merged, runtime)
 
     @staticmethod
     def _validate(backend: str, options: dict) -> None:
         if "on_missing_face" in options and options["on_missing_face"] not in MISSING_FACE_POLICIES:
-            raise ValueError(f"on_missing_face must be one of {MISSING_FACE_POLICIES}, got {options['on_missing_face']!r}")
+            raise ValueError(f"on_missing_face must be one of {MISSING_FACE_POLICIES}, "
+                             f"got {options['on_missing_face']!r}")
         if "face_index" in options and (not isinstance(options["face_index"], int) or options["face_index"] < 0):
             raise ValueError(f"face_index must be a non-negative int, got {options['face_index']!r}")
         if not isinstance(options.get("batch_size", 1), int) or options.get("batch_size", 1) < 1:
@@ -849,6 +853,11 @@ class FacialPriorExtractor:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({json.dumps(self.to_dict())})"
 
+    def __reduce__(self):
+        # Pickle the settings (and injected models), not loaded detectors or ONNX sessions, which cannot be
+        # pickled: data-loader workers started with "spawn" rebuild them lazily.
+        return _rebuild_extractor, (self.to_dict(), self._injected)
+
     # ---- extraction -------------------------------------------------------------------------------------------
     def detect(self, images: Any, face_boxes: Sequence | None = None) -> list[FaceLandmarks]:
         """One `FaceLandmarks` per image (the chosen face), processed in batches of `batch_size`.
@@ -883,6 +892,10 @@ class FacialPriorExtractor:
         return np.stack([face.prior for face in faces]).astype(np.float32)
 
 
+def _rebuild_extractor(config: dict, injected: dict) -> FacialPriorExtractor:
+    return FacialPriorExtractor.from_dict(config, **injected)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Drawing
 # ---------------------------------------------------------------------------------------------------------------
@@ -901,6 +914,7 @@ def draw_landmarks(image: ImageInput, faces: FaceLandmarks | Sequence[FaceLandma
     >>> face = FaceLandmarks(np.zeros(4), np.array([[10.0, 10.0], [20.0, 12.0]]), (5, 5, 25, 25), 1.0, "demo")
     >>> draw_landmarks(np.zeros((32, 32, 3), np.uint8), face).getpixel((10, 10))
     (255, 0, 0)
+
     ```
     """
     canvas = load_image(image).copy()

@@ -1,0 +1,64 @@
+"""`emola demo` end to end at a miniature size: every stage runs and the report holds real, consistent numbers."""
+
+import json
+
+import pytest
+
+from transformers_emola.cli import main as cli_main
+from transformers_emola.demo import DemoArguments, format_table, run_demo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    args = DemoArguments(out=str(out), tasks=("au", "emotion"), num_train=12, num_eval=4, image_size=28, epochs=1,
+                         batch_size=4, max_new_tokens=6, hidden_size=32, progress=False, num_threads=1)
+    return out, run_demo(args)
+
+
+def test_demo_writes_report_and_plots(demo):
+    out, report = demo
+    saved = json.loads((out / "report.json").read_text())
+    assert set(saved["before"]) == set(saved["after"]) == {"au", "emotion"}
+    for stage in ("before", "after"):
+        for task in ("au", "emotion"):
+            paper = saved[stage][task]["paper"]
+            assert paper["num_samples"] == 4
+            assert paper["s_rege"] == pytest.approx(paper["s_re"] + paper["s_ge"])
+            assert (out / stage / task / "predictions.jsonl").read_text().count("\n") == 4
+    assert saved["training"]["steps"] == 6  # 24 rows (12 per task), batch 4, one epoch
+    assert len(saved["training"]["losses"]) >= 1
+    assert (out / "loss.png").stat().st_size > 0
+    assert (out / "after" / "au" / "per_au_f1.png").exists()
+    assert (out / "after" / "emotion" / "confusion_matrix.png").exists()
+    assert "| au | before |" in (out / "report.md").read_text()
+
+
+def test_demo_model_is_a_loadable_checkpoint(demo):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    out, report = demo
+    model = AutoModelForImageTextToText.from_pretrained(report["model_dir"])
+    processor = AutoProcessor.from_pretrained(report["model_dir"])
+    assert type(model).__name__ == "EmolaForConditionalGeneration"
+    assert model.config.facial_prior_dim == 136 and processor.use_facial_prior
+
+
+def test_format_table_without_before():
+    result = {"au": {"paper": {"s_re": 10.0, "s_ge": 20.0, "s_rege": 30.0}, "strict": {"s_re": 5.0}}}
+    table = format_table(None, result, ["au"])
+    assert table.splitlines()[-1] == "| au | after | 10.0 | 20.0 | 30.0 | 5.0 |"
+    assert "before" not in table
+
+
+def test_demo_rejects_unknown_task(tmp_path):
+    with pytest.raises(ValueError, match="tasks must be a non-empty subset"):
+        run_demo(DemoArguments(out=str(tmp_path), tasks=("valence",)))
+
+
+def test_cli_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
+    text = capsys.readouterr().out
+    for command in ("demo", "synth", "extract-priors", "show-priors", "evaluate", "convert", "analyze"):
+        assert command in text
