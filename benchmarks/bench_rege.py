@@ -47,7 +47,8 @@ _WORDS = ["slightly", "clearly", "gently", "noticeably", "brows", "eyes", "mouth
 def _description(rng: random.Random, aus: list[int], emotion: str) -> str:
     sentences = [rng.choice(_OPENINGS).format(emotion=emotion)]
     for au in aus:
-        sentences.append(rng.choice(_AU_SENTENCES).format(au=au, name=AU_NAMES[au].lower(), detail=rng.choice(_DETAILS)))
+        template = rng.choice(_AU_SENTENCES)
+        sentences.append(template.format(au=au, name=AU_NAMES[au].lower(), detail=rng.choice(_DETAILS)))
     sentences.append(rng.choice(_CLOSINGS).format(emotion=emotion))
     return " ".join(sentences)
 
@@ -68,11 +69,11 @@ def _perturb(rng: random.Random, text: str) -> str:
 
 
 def synthetic_pairs(n: int, seed: int = 0):
-    """n (prediction, reference, au_label, emotion_label) tuples, FABA-like lengths (~60-130 words)."""
+    """n (prediction, reference, au_label, emotion_label) tuples, FABA-like lengths (~70-170 words)."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
-        aus = sorted(rng.sample(FABA_AUS, rng.randint(2, 6)))
+        aus = sorted(rng.sample(FABA_AUS, rng.randint(3, 9)))
         emotion = rng.choice(EMOTIONS)
         reference = _description(rng, aus, emotion)
         predicted_aus = sorted(set(rng.sample(aus, max(1, len(aus) - 1)) + rng.sample(FABA_AUS, 1)))

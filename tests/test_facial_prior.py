@@ -367,6 +367,10 @@ def test_insightface_errors(gather_model, tmp_path):
         FacialPriorExtractor("insightface_2d106")
     with pytest.raises(FileNotFoundError, match="absent.onnx"):
         FacialPriorExtractor("insightface_2d106", model_path=str(tmp_path / "absent.onnx"))
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not a protobuf")
+    with pytest.raises(ValueError, match="Cannot load the ONNX model .*corrupt.onnx"):
+        FacialPriorExtractor("insightface_2d106", model_path=str(corrupt))
     wrong = _gather_graph(tmp_path / "wrong.onnx", list(range(10)))
     with pytest.raises(ValueError, match="expected 212 outputs.*got 10"):
         FacialPriorExtractor("insightface_2d106", model_path=wrong)(np.zeros((8, 8, 3), np.uint8))
@@ -454,3 +458,13 @@ def test_processor_extracts_priors_with_the_saved_backend(tmp_path, astronaut, a
 def test_face_alignment_dtype_is_validated(fan):
     with pytest.raises(ValueError, match="torch dtype.*'floaty'"):
         FacialPriorExtractor("face_alignment", fan=fan, dtype="floaty")
+
+
+def test_extractors_pickle_by_settings(gather_model, astronaut_face, astronaut):
+    import pickle
+
+    insight = FacialPriorExtractor("insightface_2d106", model_path=gather_model)
+    insight(astronaut)  # holds an onnxruntime session now, which cannot be pickled itself
+    copy = pickle.loads(pickle.dumps(insight))
+    np.testing.assert_array_equal(copy(astronaut), insight(astronaut))
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(dlib_with()))(astronaut)[0], astronaut_face.prior)

@@ -26,6 +26,8 @@ def __getattr__(name):
     # Optional parts load on first use, so `import transformers_emola` stays light.
     lazy = {
         "FacialPriorExtractor": "facial_prior",
+        "FaceLandmarks": "facial_prior",
+        "load_image": "facial_prior",
         "load_rege": "metrics",
         "compute_rege": "metrics",
     }
@@ -46,8 +48,10 @@ __all__ = [
     "EmolaPreTrainedModel",
     "EmolaProcessor",
     "FacialAffectAnalysisPipeline",
+    "FaceLandmarks",
     "FacialPriorExtractor",
     "compute_rege",
+    "load_image",
     "load_rege",
     "normalize_landmarks",
 ]

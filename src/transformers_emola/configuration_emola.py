@@ -34,6 +34,7 @@ class EmolaConfig(LlavaConfig):
     >>> config = EmolaConfig(facial_prior_dim=136, facial_prior_backend="face_alignment")
     >>> config.facial_prior_dim, config.text_config.hidden_size
     (136, 4096)
+
     ```"""
 
     model_type = "emola"

@@ -167,6 +167,7 @@ def original_key_to_hf(key: str) -> str | None:
     'model.multi_modal_projector.linear_2.weight'
     >>> original_key_to_hf("model.layers.0.self_attn.q_proj.weight")
     'model.language_model.layers.0.self_attn.q_proj.weight'
+
     ```
     """
     if key.endswith("rotary_emb.inv_freq") or key.startswith("model.vision_tower.vision_tower."):

@@ -476,6 +476,7 @@ def load_faba_instruct(
     (['user', 'assistant'], 'image')
     >>> len(dataset[0]["facial_priors"]), dataset[0]["images"][0].size
     (136, (32, 32))
+
     ```
     """
     if split not in (None, *SPLITS):

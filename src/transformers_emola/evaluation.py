@@ -11,10 +11,17 @@ import math
 from pathlib import Path
 
 from .metrics.parsing import AU_NAMES, EMOTIONS, emotion_label_to_index, parse_au_label
-from .metrics.scoring import TASKS, compute_rege
+from .metrics.scoring import TASKS, compute_au_f1_folds, compute_fer_accuracy, compute_rege
 
 
-__all__ = ["PREDICTION_FIELDS", "read_predictions", "score_predictions_file", "write_report"]
+__all__ = [
+    "PREDICTION_FIELDS",
+    "evaluate_model",
+    "read_predictions",
+    "score_predictions_file",
+    "score_traditional",
+    "write_report",
+]
 
 PREDICTION_FIELDS = ("id", "prediction", "reference", "label")
 
@@ -163,7 +170,8 @@ def _markdown(result: dict, task: str) -> str:
             accuracy = result.get("per_au_accuracy", {}).get(au)
             lines.append(f"| AU{au} | {AU_NAMES.get(int(au), '')} | {_fmt(f1)} | {_fmt(accuracy)} |")
         if result.get("undefined_aus"):
-            lines += ["", f"Left out of the mean (undefined F1): {', '.join(f'AU{a}' for a in result['undefined_aus'])}"]
+            left_out = ", ".join(f"AU{au}" for au in result["undefined_aus"])
+            lines += ["", f"Left out of the mean (undefined F1): {left_out}"]
     else:
         lines += [f"Accuracy: {_fmt(result['accuracy'])}; parser fallbacks: {result.get('num_parser_fallbacks', 0)}; "
                   f"unparsed: {result.get('num_unparsed', 0)}", "", "Confusion matrix (rows: label, columns: "
@@ -248,3 +256,58 @@ def write_report(result: dict, out_dir: str | Path, task: str, plots: bool = Tru
         paths["plot"] = out_dir / ("per_au_f1.png" if task == "au" else "confusion_matrix.png")
         _plot(result, task, paths["plot"])
     return paths
+
+
+def evaluate_model(args) -> int:
+    """`emola evaluate --model DIR --annotations FILE --data-root DIR --task T --out DIR`: generate, score, report.
+
+    Generation resumes from `out/predictions.jsonl`; samples that cannot be read are listed in `out/failures.json`
+    and make the exit code 1 (everything else is still scored).
+    """
+    import sys
+
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    import transformers_emola  # noqa: F401  (registers EmoLA)
+
+    from .inference import predict_faba_bench
+
+    if not args.annotations or not args.data_root:
+        print("emola evaluate: --model needs --annotations and --data-root", file=sys.stderr)
+        return 2
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForImageTextToText.from_pretrained(
+        args.model, dtype=torch.float16 if device == "cuda" else torch.float32).to(device).eval()
+    processor = AutoProcessor.from_pretrained(args.model)
+    predictions, failures = predict_faba_bench(
+        model, processor, args.annotations, args.data_root, args.task, args.out, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, limit=args.limit,
+    )
+    result = score_predictions_file(predictions, args.task, args.mode, args.au_set)
+    paths = write_report(result, args.out, args.task, plots=not args.no_plots)
+    print(f"REGE ({args.task}, {args.mode}): S_re {result['s_re']:.2f}  S_ge {result['s_ge']:.2f}  "
+          f"S_rege {result['s_rege']:.2f}  ({result['num_samples']} samples)")
+    print("report: " + ", ".join(str(p) for p in paths.values()))
+    if failures:
+        print(f"{len(failures)} sample(s) failed (see {Path(args.out) / 'failures.json'}):", file=sys.stderr)
+        for failure in failures:
+            print(f"  {failure['id']}: {failure['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def score_traditional(protocol: str, files: list[str | Path], au_set: str = "disfa", mode: str = "paper") -> dict:
+    """Traditional FABA protocols from predictions.jsonl files (`prediction` and `label` per line).
+
+    - `"fer"`: RAF-DB / AffectNet 7-class accuracy over all files together (one emotion word per answer).
+    - `"au_folds"`: DISFA / BP4D / GFT per-AU F1, one file per cross-validation fold, averaged over the folds.
+    """
+    tables = [read_predictions(path)[0] for path in files]
+    if protocol == "fer":
+        records = [record for table in tables for record in table]
+        return compute_fer_accuracy([r["prediction"] for r in records], [r["label"] for r in records], mode=mode)
+    if protocol == "au_folds":
+        return compute_au_f1_folds([[r["prediction"] for r in table] for table in tables],
+                                   [[r["label"] for r in table] for table in tables], au_set, mode=mode)
+    raise ValueError(f"protocol must be 'fer' or 'au_folds', got {protocol!r}")

@@ -626,7 +626,10 @@ class _InsightFace2d106Backend(_Backend):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"InsightFace landmark model not found: {path}")
             ort = _require("onnxruntime", "insightface")
-            self._session = ort.InferenceSession(os.fspath(path), providers=list(options["providers"]))
+            try:
+                self._session = ort.InferenceSession(os.fspath(path), providers=list(options["providers"]))
+            except Exception as error:  # onnxruntime raises its own exception types for corrupt files
+                raise ValueError(f"Cannot load the ONNX model {path}: {error}") from error
         model_input = self._session.get_inputs()[0]
         self.input_name = model_input.name
         shape = list(model_input.shape)
@@ -964,7 +967,7 @@ def read_annotation_rows(path: str | os.PathLike) -> list[dict]:
     for index, row in enumerate(rows):
         if not isinstance(row, dict) or not isinstance(row.get("image"), str) or not row["image"]:
             raise ValueError(f"{path}: row {index} has no 'image' path")
-        if "landmark" in row and not isinstance(row["landmark"], str):
+        if row.get("landmark") is not None and not isinstance(row["landmark"], str):
             raise ValueError(f"{path}: row {index} has a non-string 'landmark'")
     return rows
 
@@ -1048,7 +1051,7 @@ def extract_priors_for_annotations(
         if pending:
             todo.append((image, pending))
 
-    def write(image: str, targets: list[str], face: FaceLandmarks) -> None:
+    def write(targets: list[str], face: FaceLandmarks) -> None:
         for target in targets:
             save_npy_atomic(out_dir / target, face.prior.astype(np.float32))
             report.written.append(target)
@@ -1073,7 +1076,7 @@ def extract_priors_for_annotations(
             for (image, targets), face, error in results:
                 if face is not None:
                     try:
-                        write(image, targets, face)
+                        write(targets, face)
                     except Exception as write_error:
                         error = write_error
                 if error is not None:

@@ -133,6 +133,7 @@ def render_model_card(template_path: str | os.PathLike | None = None, **fields) 
     >>> card = render_model_card(model_id="me/emola-7b-au", task="au", training_details="1 epoch.", s_re=50.0, s_ge=30.0)
     >>> card.startswith("---") and "value: 80.0" in card and "{{" not in card
     True
+
     ```
     """
     path = Path(template_path) if template_path is not None else DEFAULT_TEMPLATE_PATH

@@ -225,6 +225,7 @@ class EmolaForConditionalGeneration(EmolaPreTrainedModel, LlavaForConditionalGen
     >>> output = model.generate(**inputs, max_new_tokens=5, do_sample=False)
     >>> output.shape[1] <= inputs["input_ids"].shape[1] + 5
     True
+
     ```"""
 
     config_class = EmolaConfig

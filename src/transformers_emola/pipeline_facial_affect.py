@@ -115,6 +115,7 @@ class FacialAffectAnalysisPipeline(Pipeline):
     >>> result = analyzer(Image.new("RGB", (32, 32)), facial_priors=np.zeros((1, 136)), max_new_tokens=4)
     >>> sorted(result)
     ['au_description', 'aus', 'emotion', 'emotion_description', 'face_box', 'face_score', 'flags', 'landmarks']
+
     ```"""
 
     _load_processor = True

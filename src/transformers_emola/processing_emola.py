@@ -91,6 +91,7 @@ class EmolaProcessor(LlavaProcessor):
     >>> inputs = processor(images=Image.new("RGB", (40, 30)), text=prompt, facial_priors=torch.zeros(1, 136), return_tensors="pt")
     >>> sorted(inputs.keys())
     ['attention_mask', 'facial_priors', 'input_ids', 'pixel_values']
+
     ```"""
 
     def __init__(

@@ -73,6 +73,7 @@ class EmolaSFTConfig(SFTConfig):
     >>> args = EmolaSFTConfig(output_dir="out", use_cpu=True, report_to=[])
     >>> args.learning_rate, args.mm_projector_lr, args.lr_scheduler_type.value, args.bf16
     (0.0001, 2e-05, 'cosine', False)
+
     ```"""
 
     learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of LoRA (and the prior projector)."})
@@ -180,6 +181,7 @@ class EmolaDataCollator:
     >>> batch = EmolaDataCollator(processor)([row])
     >>> processor.tokenizer.decode(batch["input_ids"][0][batch["labels"][0] != -100])
     'The face shows AU12.</s>'
+
     ```"""
 
     processor: EmolaProcessor
@@ -390,6 +392,7 @@ class EmolaSFTTrainer(SFTTrainer):
     ...                           processing_class=processor, peft_config=build_lora_config(model, r=4, lora_alpha=8))
     >>> sorted({g["name"]: g["lr"] for g in trainer.create_optimizer().param_groups}.items())
     [('facial_prior_projector.no_decay', 0.0001), ('language_model.no_decay', 0.0001), ('multi_modal_projector.no_decay', 2e-05)]
+
     ```"""
 
     def __init__(self, model, args=None, data_collator=None, train_dataset=None, eval_dataset=None,

@@ -3,7 +3,9 @@ protocols, and the AU / emotion text parsers shared with model post-processing. 
 
 Example:
     >>> from transformers_emola.metrics import compute_rege
-    >>> compute_rege(["AU1 and AU2 are raised."], ["AU1 and AU2 are active."], ["1, 2"], task="au")["s_re"]
+    >>> result = compute_rege(["AU1 and AU2 are raised."], ["AU1 and AU2 are active."], ["1, 2"], task="au",
+    ...                       mode="strict")
+    >>> result["s_re"]
     100.0
 """
 
@@ -44,8 +46,10 @@ def load_rege(**kwargs):
 
     Example:
         >>> rege = load_rege()
-        >>> rege.compute(predictions=["AU1 is raised."], references=["AU1 is raised."], labels=["1"], task="au")["s_ge"]
-        99.99999949999997
+        >>> result = rege.compute(predictions=["AU1 is raised."], references=["AU1 is raised."], labels=["1"],
+        ...                       task="au")
+        >>> result["s_ge"]
+        99.9999995
     """
     try:
         import evaluate

@@ -41,7 +41,8 @@ Returns:
     task="au": per_au_f1, per_au_accuracy (`dict` AU -> 0-100 or None), au_accuracy, undefined_aus.
     task="emotion": accuracy, confusion_matrix (7x7), num_parser_fallbacks, num_unparsed.
 Examples:
-    >>> rege = evaluate.load("path/to/transformers_emola/metrics/rege")
+    >>> from transformers_emola.metrics import REGE_MODULE_PATH  # or evaluate.load("path/to/metrics/rege")
+    >>> rege = evaluate.load(str(REGE_MODULE_PATH))
     >>> results = rege.compute(predictions=["The person looks sad."], references=["The person shows sadness."],
     ...                        labels=["Sadness"], task="emotion", mode="strict")
     >>> results["s_re"], round(results["s_ge"], 2)
