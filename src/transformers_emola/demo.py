@@ -33,6 +33,7 @@ class DemoArguments:
     epochs: float = 5.0
     batch_size: int = 8
     learning_rate: float = 2e-3
+    prior_learning_rate: float | None = None  # facial-prior projector (None: learning_rate)
     hidden_size: int = 64
     num_hidden_layers: int = 2
     max_new_tokens: int = 120
@@ -191,7 +192,8 @@ def run_demo(args: DemoArguments) -> dict:
     training_args = EmolaSFTConfig(
         output_dir=str(out / "checkpoints"), use_cpu=not torch.cuda.is_available(), bf16=False, report_to=[],
         num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
-        learning_rate=args.learning_rate, mm_projector_lr=args.learning_rate, logging_steps=5, save_strategy="no",
+        learning_rate=args.learning_rate, mm_projector_lr=args.learning_rate,
+        facial_prior_projector_lr=args.prior_learning_rate, logging_steps=5, save_strategy="no",
         seed=args.seed, dataloader_num_workers=0, disable_tqdm=not args.progress, max_length=None,
         gradient_checkpointing=not tiny,  # memory is no issue for the tiny model; speed is
     )

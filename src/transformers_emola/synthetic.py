@@ -35,6 +35,8 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
 from .facial_prior import normalize_landmarks
+from .metrics.parsing import AU_NAMES as FACS_AU_NAMES
+from .metrics.parsing import SCORED_AUS
 
 __all__ = [
     "AU_NAMES",
@@ -65,29 +67,10 @@ __all__ = [
 # Vocabulary
 # --------------------------------------------------------------------------------------------------------------
 
-#: FACS names of the AUs the renderer can draw.
-AU_NAMES: dict[int, str] = {
-    1: "Inner Brow Raiser",
-    2: "Outer Brow Raiser",
-    4: "Brow Lowerer",
-    5: "Upper Lid Raiser",
-    6: "Cheek Raiser",
-    7: "Lid Tightener",
-    9: "Nose Wrinkler",
-    10: "Upper Lip Raiser",
-    12: "Lip Corner Puller",
-    15: "Lip Corner Depressor",
-    17: "Chin Raiser",
-    20: "Lip Stretcher",
-    23: "Lip Tightener",
-    24: "Lip Pressor",
-    25: "Lips Part",
-    26: "Jaw Drop",
-    43: "Eyes Closed",
-}
-RENDERED_AUS: tuple[int, ...] = tuple(AU_NAMES)
-#: The 12 AUs FABA-Bench scores (official eval_FABA.py, 'gpt' annotations).
-SCORED_AUS: tuple[int, ...] = (1, 2, 4, 5, 6, 10, 12, 17, 24, 25, 26, 43)
+#: The AUs the renderer can draw, in order.
+RENDERED_AUS: tuple[int, ...] = (1, 2, 4, 5, 6, 7, 9, 10, 12, 15, 17, 20, 23, 24, 25, 26, 43)
+#: Their FACS names (the same names the REGE parsers and the structured output use).
+AU_NAMES: dict[int, str] = {au: FACS_AU_NAMES[au] for au in RENDERED_AUS}
 #: An AU counts as present (label, description) when its intensity is at least this.
 AU_THRESHOLD = 0.3
 

@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     group = parser.add_argument_group("facial prior (landmarks)")
     group.add_argument("--backend", choices=["face_alignment", "dlib", "insightface_2d106", "precomputed"],
-                       help="landmark backend (default: the processor's saved one, else the model's)")
+                       help="landmark backend (default: the processor's saved one, else the model's; dlib's model is "
+                            "non-commercial, see docs/facial_priors.md)")
     group.add_argument("--on-missing-face", choices=["error", "full_image", "zeros"], default="error",
                        help="no face found: report a failure (default), use the whole image, or a zero prior")
     group.add_argument("--backend-options", type=json.loads, default={},
