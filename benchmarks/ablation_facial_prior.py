@@ -2,7 +2,9 @@
 
 - `prior`: EmoLA as designed (the renderer's exact 68-point landmarks as the prior token);
 - `no_prior`: the LLaVA-LoRA baseline (`use_facial_prior=False`, no prior token);
-- `shuffled`: the prior token is present but carries another face's landmarks (same distribution, no information).
+- `shuffled`: the prior token is present but carries another face's landmarks (same distribution, no information);
+- `oracle`: the prior token carries the answer itself (multi-hot AUs / one-hot emotion in place of landmarks), an
+  upper bound that shows whether the model can read its prior token at all.
 
 Reports S_re / S_ge / S_rege (paper mode, plus strict S_re) on held-out faces, mean ± std over seeds, and writes
 `ablation.json` + `ablation.md`. The paper's expectation: the prior helps AU recognition (+1.0 S_re at 7B scale).
@@ -19,10 +21,13 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from transformers_emola.demo import DemoArguments, run_demo
+from transformers_emola.metrics import FABA_AUS, emotion_label_to_index, parse_au_label, parse_aus, parse_emotion
 from transformers_emola.synthetic import write_synthetic_faba
 
-VARIANTS = ("prior", "no_prior", "shuffled")
+VARIANTS = ("prior", "no_prior", "shuffled", "oracle")
 
 
 def shuffled_annotations(paths: dict[str, Path], tasks, destination: Path, seed: int) -> Path:
@@ -35,6 +40,30 @@ def shuffled_annotations(paths: dict[str, Path], tasks, destination: Path, seed:
             rng.shuffle(landmarks)
             for row, landmark in zip(rows, landmarks):
                 row["landmark"] = landmark
+            target = destination / "FABAInstruct" / split / f"{split}_{task}_anno.json"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(rows), encoding="utf-8")
+    return destination
+
+
+def oracle_annotations(paths: dict[str, Path], tasks, data_root: Path, destination: Path) -> Path:
+    """Copy the annotations with each `landmark` replaced by the answer: multi-hot AUs or a one-hot emotion."""
+    for task in tasks:
+        for split in ("train", "eval"):
+            rows = json.loads(paths[f"{split}_{task}"].read_text(encoding="utf-8"))
+            for row in rows:
+                vector = np.zeros(136, np.float32)
+                answer = row["conversations"][1]["value"] if split == "train" else None
+                if task == "au":
+                    aus = parse_aus(answer, mode="strict") if answer is not None else parse_au_label(row["label"])
+                    vector[[FABA_AUS.index(au) for au in aus]] = 1.0
+                else:
+                    index = parse_emotion(answer, mode="strict").index if answer is not None else \
+                        emotion_label_to_index(row["label"])
+                    vector[index] = 1.0
+                row["landmark"] = f"oracle/{split}/{task}/{row['id'].replace('/', '_')}.npy"
+                (data_root / row["landmark"]).parent.mkdir(parents=True, exist_ok=True)
+                np.save(data_root / row["landmark"], vector)
             target = destination / "FABAInstruct" / split / f"{split}_{task}_anno.json"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(rows), encoding="utf-8")
@@ -83,6 +112,9 @@ def main() -> None:
             if variant == "shuffled":
                 settings.annotations = str(shuffled_annotations(paths, base.tasks, out / f"seed{seed}" / "shuffled_anno",
                                                                 seed))
+            if variant == "oracle":
+                settings.annotations = str(oracle_annotations(paths, base.tasks, data_root,
+                                                              out / f"seed{seed}" / "oracle_anno"))
             report = run_demo(settings)
             runs[variant].append(report["after"])
             print(f"seed {seed} {variant}:\n{report['table']}", flush=True)

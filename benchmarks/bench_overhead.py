@@ -52,6 +52,9 @@ def main() -> None:
     )).eval()
     emola = EmolaForConditionalGeneration.from_llava(
         llava, facial_prior_dim=136, facial_prior_token_id=config.facial_prior_token_id).eval()
+    # Same decoding rules for both: EmoLA never generates its placeholders, so LLaVA is given the same suppression
+    # (otherwise the comparison would time a logits processor, not the facial prior).
+    llava.generation_config.suppress_tokens = list(emola.generation_config.suppress_tokens)
 
     prompt = processor.apply_chat_template([{"role": "user", "content": [
         {"type": "image"}, {"type": "text", "text": "What AUs are conveyed by this face?"}]}], add_generation_prompt=True)

@@ -261,8 +261,8 @@ def test_tie_word_embeddings_ties_lm_head():
 
 def test_dtype_and_prior_cast(tester, tmp_path):
     tester.model.save_pretrained(tmp_path)
-    model = EmolaForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16)
-    assert model.dtype == torch.bfloat16
+    model = EmolaForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16, device_map="cpu")
+    assert model.dtype == torch.bfloat16 and model.device.type == "cpu"
     inputs = tester.inputs()  # float32 priors and pixels
     inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
     with torch.no_grad():

@@ -173,7 +173,7 @@ class EmolaModel(LlavaModel):
         # EmoLA's one addition: the landmark embedding goes where the <facial_prior> placeholder sits.
         prior_features = None
         prior_mask = None
-        if self.config.use_facial_prior:
+        if self.config.use_facial_prior and (facial_priors is not None or is_prefill):
             prior_mask = self._placeholder_mask(self.config.facial_prior_token_id, input_ids, inputs_embeds)
         if facial_priors is not None:
             prior_features = self.get_facial_prior_features(facial_priors).to(inputs_embeds.device, inputs_embeds.dtype)
