@@ -94,13 +94,14 @@ def main() -> None:
     parser.add_argument("--num-train", type=int, default=DemoArguments.num_train)
     parser.add_argument("--num-eval", type=int, default=60)
     parser.add_argument("--epochs", type=float, default=DemoArguments.epochs)
+    parser.add_argument("--model", default="tiny", help="'tiny' or a LLaVA-1.5 / EmoLA checkpoint (LoRA recipe)")
     parser.add_argument("--num-threads", type=int, default=None, help="torch threads per run (1 on a busy machine)")
     args = parser.parse_args()
 
     out = Path(args.out)
     runs: dict[str, list[dict]] = {variant: [] for variant in args.variants}
     for seed in args.seeds:
-        base = DemoArguments(tasks=tuple(args.tasks), num_train=args.num_train, num_eval=args.num_eval,
+        base = DemoArguments(model=args.model, tasks=tuple(args.tasks), num_train=args.num_train, num_eval=args.num_eval,
                              epochs=args.epochs, seed=seed, evaluate_before=False, progress=False,
                              num_threads=args.num_threads)
         data_root = out / f"seed{seed}" / "data"
