@@ -58,6 +58,17 @@ def _check_strings(values: list, name: str) -> None:
             raise ValueError(f"{name}[{i}] must be a string, got {type(value).__name__}: {value!r:.80}")
 
 
+def _convert_each(values: list, convert, name: str) -> list:
+    """`convert` every value; a ValueError names the failing position (e.g. "labels[3]: ...")."""
+    converted = []
+    for i, value in enumerate(values):
+        try:
+            converted.append(convert(value))
+        except ValueError as error:
+            raise ValueError(f"{name}[{i}]: {error}") from None
+    return converted
+
+
 def _mean(values) -> float:
     """np.mean as the official script takes it (pairwise summation), NaN without a warning for no values."""
     return float(np.mean(np.asarray(values, dtype=np.float64))) if len(values) else math.nan
@@ -184,12 +195,7 @@ def compute_rege(
     result: dict = {"task": task, "mode": mode, "num_samples": len(predictions)}
     details = []
     if task == "au":
-        targets, predicted = [], []
-        for i, label in enumerate(labels):
-            try:
-                targets.append(set(parse_au_label(label, mode=mode, au_set=au_set)))
-            except ValueError as error:
-                raise ValueError(f"labels[{i}]: {error}") from None
+        targets = _convert_each(labels, lambda label: set(parse_au_label(label, mode=mode, au_set=au_set)), "labels")
         predicted = [set(parse_aus(text, mode=mode, au_set=au_set)) for text in predictions]
         table = _au_f1_table(predicted, targets, au_set.scored, mode)
         result["au_set"] = au_set.name
@@ -202,12 +208,7 @@ def compute_rege(
                 for p, t in zip(predicted, targets)
             ]
     else:
-        targets = []
-        for i, label in enumerate(labels):
-            try:
-                targets.append(emotion_label_to_index(label))
-            except ValueError as error:
-                raise ValueError(f"labels[{i}]: {error}") from None
+        targets = _convert_each(labels, emotion_label_to_index, "labels")
         parsed = [parse_emotion(text, mode=mode) for text in predictions]
         correct = sum(p.index == t for p, t in zip(parsed, targets))
         accuracy = correct / len(targets) * 100
@@ -269,12 +270,7 @@ def compute_fer_accuracy(pred_labels: Sequence, labels: Sequence, mode: str = "p
         )
     if not labels:
         raise ValueError("labels is empty: there is nothing to score.")
-    targets = []
-    for i, label in enumerate(labels):
-        try:
-            targets.append(emotion_label_to_index(label))
-        except ValueError as error:
-            raise ValueError(f"labels[{i}]: {error}") from None
+    targets = _convert_each(labels, emotion_label_to_index, "labels")
     predicted: list[int | None] = []
     for i, prediction in enumerate(pred_labels):
         if isinstance(prediction, str):
@@ -363,12 +359,8 @@ def compute_au_f1_folds(
                     predicted.append(set(parse_au_label(list(prediction), mode=mode, au_set=au_set)))
                 except (TypeError, ValueError) as error:
                     raise ValueError(f"fold_predictions[{k}][{i}]: {error}") from None
-        targets = []
-        for i, label in enumerate(labels):
-            try:
-                targets.append(set(parse_au_label(label, mode=mode, au_set=au_set)))
-            except ValueError as error:
-                raise ValueError(f"fold_labels[{k}][{i}]: {error}") from None
+        targets = _convert_each(labels, lambda label: set(parse_au_label(label, mode=mode, au_set=au_set)),
+                                f"fold_labels[{k}]")
         table = _au_f1_table(predicted, targets, au_set.scored, mode)
         if mode == "paper":
             if table["undefined_aus"]:
