@@ -74,3 +74,25 @@ def test_au_folds_protocol(tmp_path):
 def test_rege_needs_a_task(tmp_path, capsys):
     assert cli_main(["evaluate", "--predictions", str(tmp_path / "p.jsonl")]) == 2
     assert "--task" in capsys.readouterr().err
+
+
+def test_example_script_matches_the_cli(tiny_dir, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_faba_bench", Path(__file__).resolve().parents[1] / "examples/evaluate_faba_bench.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    Image.new("RGB", (32, 32), (90, 60, 30)).save(tmp_path / "a.png")
+    np.save(tmp_path / "a.npy", np.zeros(136, np.float32))
+    (tmp_path / "anno.json").write_text(json.dumps(
+        [{"id": "a", "image": "a.png", "landmark": "a.npy", "gpt4": "The face shows happiness.", "label": "Happiness"}]))
+    common = ["--annotations", str(tmp_path / "anno.json"), "--task", "emotion", "--max_new_tokens", "4",
+              "--no_plots", "true"]
+    assert script.main(["--model", str(tiny_dir), "--data_root", str(tmp_path), "--out", str(tmp_path / "a"),
+                        *common]) == 0
+    assert cli_main(["evaluate", "--model", str(tiny_dir), "--data-root", str(tmp_path), "--out", str(tmp_path / "b"),
+                     "--annotations", str(tmp_path / "anno.json"), "--task", "emotion", "--max-new-tokens", "4",
+                     "--no-plots"]) == 0
+    assert (tmp_path / "a/predictions.jsonl").read_text() == (tmp_path / "b/predictions.jsonl").read_text()
