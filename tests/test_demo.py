@@ -62,3 +62,15 @@ def test_cli_lists_every_command(capsys):
     text = capsys.readouterr().out
     for command in ("demo", "synth", "extract-priors", "show-priors", "evaluate", "convert", "analyze"):
         assert command in text
+
+
+def test_demo_runs_on_given_faba_annotations(demo, tmp_path):
+    """--annotations/--data-root: the same stages on an existing FABA-Instruct folder (here: the first demo's)."""
+    out, _ = demo
+    args = DemoArguments(out=str(tmp_path), annotations=str(out / "data"), data_root=str(out / "data"),
+                         tasks=("emotion",), image_size=28, epochs=1, batch_size=4, max_new_tokens=4, hidden_size=32,
+                         evaluate_before=False, progress=False, num_threads=1)
+    report = run_demo(args)
+    assert report["before"] is None and report["training"]["steps"] == 3  # 12 emotion rows, batch 4
+    assert report["after"]["emotion"]["paper"]["num_samples"] == 4
+    assert not (tmp_path / "data").exists()  # nothing was generated
