@@ -157,8 +157,10 @@ class EmolaProcessor(LlavaProcessor):
                     "facial_priors=(num_images, dim) or configure one with processor.set_facial_prior_extractor()"
                 )
             facial_priors = extractor(images)
-        priors = torch.as_tensor(np.asarray(facial_priors, dtype=np.float32) if not torch.is_tensor(facial_priors)
-                                 else facial_priors.float())
+        if torch.is_tensor(facial_priors):
+            priors = facial_priors.float()
+        else:
+            priors = torch.as_tensor(np.asarray(facial_priors, dtype=np.float32))
         if priors.ndim == 1:
             priors = priors.unsqueeze(0)
         if priors.ndim != 2 or priors.shape[0] != len(images):
