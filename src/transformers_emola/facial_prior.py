@@ -35,6 +35,8 @@ from typing import Any, Iterable, Sequence, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
+from .configuration_emola import FACIAL_PRIOR_DIMS
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -52,8 +54,8 @@ __all__ = [
     "read_annotation_rows",
 ]
 
-# Output size of each landmark backend; "precomputed" takes whatever its files hold.
-BACKEND_DIMS = {"face_alignment": 136, "dlib": 136, "insightface_2d106": 212}
+# Output size of each landmark backend ("precomputed" takes whatever its files hold); one table for the package.
+BACKEND_DIMS = {name: dim for name, dim in FACIAL_PRIOR_DIMS.items() if name != "synthetic"}
 DEFAULT_BACKEND = "face_alignment"
 BACKENDS = ("face_alignment", "dlib", "insightface_2d106", "precomputed")
 MISSING_FACE_POLICIES = ("error", "full_image", "zeros")
