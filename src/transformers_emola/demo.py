@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 TASKS = ("au", "emotion")
@@ -42,7 +42,6 @@ class DemoArguments:
     seed: int = 0
     num_threads: int | None = None
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def _synthetic_data(args: DemoArguments, root: Path) -> dict[str, Path]:
@@ -220,7 +219,7 @@ def run_demo(args: DemoArguments) -> dict:
     loss_plot = _loss_plot(log_history, out / "loss.png")
     losses = [entry["loss"] for entry in log_history if "loss" in entry]
     report = {
-        "arguments": {k: v for k, v in asdict(args).items() if k != "extra"},
+        "arguments": asdict(args),
         "before": before,
         "after": after,
         "training": {"steps": summary["global_step"], "first_loss": losses[0] if losses else None,

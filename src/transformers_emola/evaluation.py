@@ -17,6 +17,7 @@ from .metrics.scoring import TASKS, compute_au_f1_folds, compute_fer_accuracy, c
 __all__ = [
     "PREDICTION_FIELDS",
     "evaluate_model",
+    "format_summary",
     "read_predictions",
     "score_predictions_file",
     "score_traditional",
@@ -258,6 +259,13 @@ def write_report(result: dict, out_dir: str | Path, task: str, plots: bool = Tru
     return paths
 
 
+def format_summary(result: dict, paths: dict[str, Path]) -> str:
+    """The two lines `emola evaluate` prints: the scores and where the report went."""
+    return (f"REGE ({result['task']}, {result['mode']}): S_re {result['s_re']:.2f}  S_ge {result['s_ge']:.2f}  "
+            f"S_rege {result['s_rege']:.2f}  ({result['num_samples']} samples)\n"
+            "report: " + ", ".join(str(p) for p in paths.values()))
+
+
 def evaluate_model(args) -> int:
     """`emola evaluate --model DIR --annotations FILE --data-root DIR --task T --out DIR`: generate, score, report.
 
@@ -286,9 +294,7 @@ def evaluate_model(args) -> int:
     )
     result = score_predictions_file(predictions, args.task, args.mode, args.au_set)
     paths = write_report(result, args.out, args.task, plots=not args.no_plots)
-    print(f"REGE ({args.task}, {args.mode}): S_re {result['s_re']:.2f}  S_ge {result['s_ge']:.2f}  "
-          f"S_rege {result['s_rege']:.2f}  ({result['num_samples']} samples)")
-    print("report: " + ", ".join(str(p) for p in paths.values()))
+    print(format_summary(result, paths))
     if failures:
         print(f"{len(failures)} sample(s) failed (see {Path(args.out) / 'failures.json'}):", file=sys.stderr)
         for failure in failures:

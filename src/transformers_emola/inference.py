@@ -60,8 +60,9 @@ def generate_answers(
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     settings = {"do_sample": False, "max_new_tokens": max_new_tokens}
     settings.update(generate_kwargs)
-    if settings.get("do_sample") is False:
-        settings.pop("temperature", None), settings.pop("top_p", None)
+    if settings.get("do_sample") is False:  # sampling knobs would only trigger generate's warnings
+        for knob in ("temperature", "top_p"):
+            settings.pop(knob, None)
     output = model.generate(**inputs, **settings)
     return processor.post_process_image_text_to_text(output[:, inputs["input_ids"].shape[1]:])
 

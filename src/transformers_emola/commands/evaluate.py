@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         from transformers_emola.evaluation import evaluate_model  # the generation runner
 
         return int(evaluate_model(args) or 0)
-    from transformers_emola.evaluation import score_predictions_file, write_report
+    from transformers_emola.evaluation import format_summary, score_predictions_file, write_report
 
     try:
         result = score_predictions_file(
@@ -83,9 +83,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"emola evaluate: {error}", file=sys.stderr)
         return 1
 
-    print(f"REGE ({args.task}, {args.mode}): S_re {result['s_re']:.2f}  S_ge {result['s_ge']:.2f}  "
-          f"S_rege {result['s_rege']:.2f}  ({result['num_samples']} samples)")  # fmt: skip
-    print("report: " + ", ".join(str(p) for p in paths.values()))
+    print(format_summary(result, paths))
     if result["skipped"]:
         print(f"{len(result['skipped'])} sample(s) could not be scored:", file=sys.stderr)
         for item in result["skipped"]:
