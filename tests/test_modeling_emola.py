@@ -56,6 +56,18 @@ class EmolaModelTester:
         )
 
 
+def image_features_of(output) -> torch.Tensor:
+    """The projected image features an output carries, under whichever field this transformers version uses."""
+    if output.get("image_outputs") is not None:  # transformers >= 5.24
+        return torch.cat(list(output["image_outputs"].pooler_output))
+    return output["image_hidden_states"]
+
+
+def cache_of(output) -> dict:
+    """The output's KV cache as the keyword argument this transformers version's forward takes."""
+    return {"cache": output["cache"]} if "cache" in output else {"past_key_values": output["past_key_values"]}
+
+
 @pytest.fixture(scope="module")
 def tester():
     return EmolaModelTester()
@@ -111,7 +123,7 @@ def test_forward_shapes_and_loss_matches_cross_entropy(tester):
     batch, length = inputs["input_ids"].shape
     assert output.logits.shape == (batch, length, tester.config.text_config.vocab_size)
     assert output.facial_prior_hidden_states.shape == (1, tester.config.text_config.hidden_size)
-    assert output.image_hidden_states.shape == (4, tester.config.text_config.hidden_size)
+    assert image_features_of(output).shape == (4, tester.config.text_config.hidden_size)
     shifted = torch.nn.functional.cross_entropy(
         output.logits[:, :-1].reshape(-1, output.logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
     )
@@ -351,14 +363,7 @@ def test_error_priors_given_to_plain_llava():
 def test_error_images_vs_placeholders(tester):
     inputs = tester.inputs()
     inputs["pixel_values"] = torch.cat([inputs["pixel_values"]] * 2)
-    with pytest.raises(ValueError, match="Got 2 images but 4 image tokens"):
-        tester.model(**inputs)
-
-
-def test_error_pixel_values_missing(tester):
-    inputs = dict(tester.inputs())
-    del inputs["pixel_values"]
-    with pytest.raises(ValueError, match="pixel_values is missing"):
+    with pytest.raises(ValueError, match="Image features and image tokens do not match"):
         tester.model(**inputs)
 
 
@@ -380,5 +385,138 @@ def test_cached_decoding_step_needs_no_priors(tester):
         prefill = tester.model(**batch, use_cache=True)
         step = torch.tensor([[tester.config.facial_prior_token_id]])
         mask = torch.cat([batch["attention_mask"], torch.ones(1, 1, dtype=torch.long)], dim=1)
-        out = tester.model(input_ids=step, attention_mask=mask, past_key_values=prefill.past_key_values)
+        out = tester.model(input_ids=step, attention_mask=mask, **cache_of(prefill))
     assert out.logits.shape == (1, 1, tester.config.text_config.vocab_size)
+
+
+# ------------------------------------------------------------------------- behaves like LLaVA where LLaVA is valid
+def _emola_and_llava_sharing_weights(tester):
+    llava = _tiny_llava(tester)
+    emola = EmolaForConditionalGeneration.from_llava(
+        llava, facial_prior_dim=tester.prior_dim, facial_prior_token_id=tester.config.facial_prior_token_id
+    ).eval()
+    return emola, llava
+
+
+def test_inputs_without_images_or_priors_give_llavas_logits(tester):
+    """LLaVA accepts placeholders without their features (text only, assistant prefill): so does EmoLA, exactly."""
+    emola, llava = _emola_and_llava_sharing_weights(tester)
+    input_ids = tester.inputs()["input_ids"]
+    assert (input_ids == tester.config.facial_prior_token_id).sum() == 1
+    with torch.no_grad():
+        torch.testing.assert_close(emola(input_ids=input_ids).logits, llava(input_ids=input_ids).logits, rtol=0, atol=0)
+
+
+def test_prior_changes_nothing_before_its_token_versus_llava(tester):
+    emola, llava = _emola_and_llava_sharing_weights(tester)
+    inputs = tester.inputs()
+    position = (inputs["input_ids"][0] == tester.config.facial_prior_token_id).nonzero().item()
+    with torch.no_grad():
+        with_prior = emola(**inputs).logits
+        plain = llava(**{k: v for k, v in inputs.items() if k != "facial_priors"}).logits
+    torch.testing.assert_close(with_prior[:, :position], plain[:, :position], rtol=0, atol=0)
+    assert not torch.allclose(with_prior[:, position:], plain[:, position:])
+
+
+def test_inputs_embeds_equal_input_ids(tester):
+    inputs = tester.inputs()
+    embeds = tester.model.get_input_embeddings()(inputs["input_ids"])
+    from_embeds = {k: v for k, v in inputs.items() if k != "input_ids"}
+    with torch.no_grad():
+        expected = tester.model(**inputs).logits
+        torch.testing.assert_close(tester.model(inputs_embeds=embeds, **from_embeds).logits, expected)
+
+
+def test_generate_from_inputs_embeds_with_static_cache_equals_generate_from_ids(tester):
+    inputs = tester.inputs()
+    kwargs = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    from_ids = tester.model.generate(**inputs, **kwargs)[:, inputs["input_ids"].shape[1]:]
+    embeds = tester.model.get_input_embeddings()(inputs["input_ids"])
+    rest = {k: v for k, v in inputs.items() if k != "input_ids"}
+    for cache in ("dynamic", "static"):
+        from_embeds = tester.model.generate(inputs_embeds=embeds, cache_implementation=cache, **rest, **kwargs)
+        assert torch.equal(from_embeds, from_ids), cache
+
+
+def test_assisted_decoding_equals_greedy(tester):
+    assistant, _ = build_tiny_emola(seed=1)  # same tokenizer, other weights: some drafts get rejected
+    batch = tester.inputs()
+    kwargs = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False)
+    greedy = tester.model.generate(**batch, **kwargs)
+    assisted = tester.model.generate(**batch, assistant_model=assistant.eval(), **kwargs)
+    assert torch.equal(assisted, greedy)
+
+
+def test_forward_compiles_with_fullgraph(tester):
+    """`_can_compile_fullgraph` is inherited from LLaVA; the prior's checks must not break the graph."""
+    assert tester.model._can_compile_fullgraph
+    torch._dynamo.reset()
+    compiled = torch.compile(tester.model.forward, fullgraph=True, backend="eager")
+    inputs = tester.inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(**inputs).logits, tester.model(**inputs).logits)
+        other = dict(inputs, facial_priors=tester.priors(1, seed=5))
+        torch.testing.assert_close(compiled(**other).logits, tester.model(**other).logits)
+    torch._dynamo.reset()
+
+
+def test_generation_mixin_is_a_direct_base():
+    from transformers import GenerationMixin
+
+    assert GenerationMixin in EmolaForConditionalGeneration.__bases__
+    assert EmolaForConditionalGeneration.can_generate()
+
+
+def test_output_attentions_and_hidden_states(tester):
+    model = copy.deepcopy(tester.model)
+    model.set_attn_implementation("eager")
+    inputs = tester.inputs()
+    with torch.no_grad():
+        out = model(**inputs, output_attentions=True, output_hidden_states=True)
+    length = inputs["input_ids"].shape[1]
+    layers = tester.config.text_config.num_hidden_layers
+    assert len(out.attentions) == layers and out.attentions[0].shape[-2:] == (length, length)
+    assert len(out.hidden_states) == layers + 1
+    torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones_like(out.attentions[0].sum(-1)))
+
+
+def test_signature_is_llavas_plus_facial_priors():
+    import inspect
+
+    for emola_class, llava_class in [
+        (EmolaForConditionalGeneration, LlavaForConditionalGeneration),
+        (EmolaModel, transformers_emola.modeling_emola.LlavaModel),
+    ]:
+        emola_parameters = dict(inspect.signature(emola_class.forward).parameters)
+        assert emola_parameters.pop("facial_priors").default is None
+        assert list(emola_parameters) == list(inspect.signature(llava_class.forward).parameters)
+    generation = inspect.signature(EmolaForConditionalGeneration.prepare_inputs_for_generation).parameters
+    assert "inputs_embeds" in generation and "is_first_iteration" in generation
+
+
+def test_positional_arguments_bind_as_for_llava(tester):
+    inputs = tester.inputs()
+    with torch.no_grad():
+        positional = tester.model(inputs["input_ids"], inputs["pixel_values"], inputs["attention_mask"],
+                                  facial_priors=inputs["facial_priors"]).logits
+        torch.testing.assert_close(positional, tester.model(**inputs).logits, rtol=0, atol=0)
+
+
+def test_return_dict_false_gives_the_output_as_a_tuple(tester):
+    inputs = tester.inputs()
+    with torch.no_grad():
+        as_tuple = tester.model(**inputs, return_dict=False)
+        as_output = tester.model(**inputs)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], as_output.logits, rtol=0, atol=0)
+    torch.testing.assert_close(as_tuple[-1], as_output.facial_prior_hidden_states, rtol=0, atol=0)
+
+
+def test_inner_model_takes_priors_as_trl_calls_it(tester):
+    """TRL and PEFT call `model.model` directly: the inner model places the prior too, identically."""
+    inputs = tester.inputs()
+    with torch.no_grad():
+        inner = tester.model.model(**inputs)
+        outer = tester.model(**inputs, output_hidden_states=True)
+    torch.testing.assert_close(inner.last_hidden_state, outer.hidden_states[-1], rtol=0, atol=0)
+    torch.testing.assert_close(inner.facial_prior_hidden_states, outer.facial_prior_hidden_states, rtol=0, atol=0)
