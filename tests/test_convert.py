@@ -96,6 +96,7 @@ class OriginalRelease:
         self.base_projector = mlp(VISION_HIDDEN, seed + 1)
         self.mm_projector = mlp(VISION_HIDDEN, seed + 2)  # fine-tuned by EmoLA: non_lora_trainables.bin
         self.landmark_projector = mlp(PRIOR_DIM, seed + 3)
+        self.stale_landmark_projector = mlp(PRIOR_DIM, seed + 4)
 
         # PEFT LoRA on every Llama linear layer (find_all_linear_names), with non-zero B so it changes the output.
         config = peft.LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, target_modules=LORA_TARGETS, lora_dropout=0.0,
@@ -139,7 +140,10 @@ class OriginalRelease:
         # EmoLA: PEFT adapter, non_lora_trainables.bin (projectors, PEFT-prefixed), landmark_feature_projector.bin.
         self.peft_model.save_pretrained(self.emola)
         landmark_keys = prefixed(self.landmark_projector, "base_model.model.model.landmark_feature_projector.")
-        non_lora = {**prefixed(self.mm_projector, "base_model.model.model.mm_projector."), **landmark_keys}
+        # non_lora_trainables.bin also holds a prior projector, but a different one (an earlier snapshot, say): the
+        # official builder loads landmark_feature_projector.bin last, so that file's weights must win.
+        stale_landmark = prefixed(self.stale_landmark_projector, "base_model.model.model.landmark_feature_projector.")
+        non_lora = {**prefixed(self.mm_projector, "base_model.model.model.mm_projector."), **stale_landmark}
         torch.save(non_lora, self.emola / "non_lora_trainables.bin")
         torch.save(landmark_keys, self.emola / "landmark_feature_projector.bin")
         (self.emola / "config.json").write_text(json.dumps(
@@ -265,8 +269,12 @@ def test_original_layout_matches_original_forward(release, converted):
     assert "{{- system }}" in processor.chat_template or "USER" in processor.chat_template
     # Weights: untouched base, merged LoRA, EmoLA's projectors.
     state = model.state_dict()
-    torch.testing.assert_close(state["model.facial_prior_projector.linear_1.weight"],
-                               release.landmark_projector[0].weight, rtol=0, atol=0)  # fmt: skip
+    for ours, theirs in (("linear_1", 0), ("linear_2", 2)):
+        for param in ("weight", "bias"):
+            converted_value = state[f"model.facial_prior_projector.{ours}.{param}"]
+            torch.testing.assert_close(converted_value, getattr(release.landmark_projector[theirs], param),
+                                       rtol=0, atol=0)  # fmt: skip
+            assert not torch.equal(converted_value, getattr(release.stale_landmark_projector[theirs], param))
     torch.testing.assert_close(state["model.multi_modal_projector.linear_2.bias"], release.mm_projector[2].bias,
                                rtol=0, atol=0)  # fmt: skip
     torch.testing.assert_close(state["model.language_model.norm.weight"], release.llama.model.norm.weight,
@@ -506,3 +514,134 @@ def test_cli_convert(release, tmp_path, capsys):
                  str(tmp_path / "out2")])  # fmt: skip
     assert code == 2
     assert "emola_path must be a local folder" in capsys.readouterr().err
+
+
+# ---- every refusal docs/conversion.md promises ---------------------------------------------------------------------
+@pytest.fixture
+def base_copy(release, tmp_path):
+    """A writable copy of the original-layout base."""
+    base = tmp_path / "base"
+    shutil.copytree(release.base, base)
+    return base
+
+
+def edit_base(base: Path, edit) -> None:
+    """Apply `edit(state)` to the base's weights, rewritten as one `pytorch_model.bin` (the shards go)."""
+    state = load_weights_file(base / "pytorch_model-00001-of-00002.bin")
+    state.update(load_weights_file(base / "pytorch_model-00002-of-00002.bin"))
+    edit(state)
+    for path in base.glob("pytorch_model*"):
+        path.unlink()
+    torch.save(state, base / "pytorch_model.bin")
+
+
+def convert_with_base(release, base, emola, tmp_path):
+    return convert_emola_checkpoint(base, emola, tmp_path / "out", vision_tower_path=release.clip, dtype="float32")
+
+
+def edit_emola_config(emola: Path, **changes) -> None:
+    path = emola / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize("name", ["adapter_config.json", "non_lora_trainables.bin"])
+def test_missing_release_file_is_named(release, release_copy, tmp_path, name):
+    (release_copy / name).unlink()
+    with pytest.raises(ConversionError, match=rf"incomplete, missing: \[.*{name}"):
+        convert(release, release_copy, tmp_path)
+
+
+def test_missing_adapter_weights_are_named(release, release_copy, tmp_path):
+    (release_copy / "adapter_model.safetensors").unlink()
+    with pytest.raises(ConversionError, match=r"missing: \[.*adapter_model.safetensors or adapter_model.bin"):
+        convert(release, release_copy, tmp_path)
+
+
+def test_unexpected_base_key_is_listed(release, base_copy, tmp_path):
+    edit_base(base_copy, lambda state: state.update({"model.face_adapter.weight": torch.zeros(2)}))
+    with pytest.raises(ConversionError, match=r"Unexpected keys in the base model .*\['model.face_adapter.weight'\]"):
+        convert_with_base(release, base_copy, release.emola, tmp_path)
+
+
+def test_base_weight_without_a_source_is_named(release, base_copy, tmp_path):
+    edit_base(base_copy, lambda state: state.pop("model.norm.weight"))
+    with pytest.raises(ConversionError, match=r"missing \['model.language_model.norm.weight'\]"):
+        convert_with_base(release, base_copy, release.emola, tmp_path)
+
+
+def test_base_weight_of_the_wrong_shape_is_named(release, base_copy, tmp_path):
+    def shrink(state):
+        state["model.layers.1.input_layernorm.weight"] = torch.ones(HIDDEN - 1)
+
+    edit_base(base_copy, shrink)
+    with pytest.raises(ConversionError, match=r"shape mismatches \['model.language_model.layers.\d+.input_layernorm"
+                                              r".weight: \(31,\) vs \(32,\)'\]"):
+        convert_with_base(release, base_copy, release.emola, tmp_path)
+
+
+def test_lora_that_does_not_fit_its_base_weight_is_named(release, release_copy, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = release_copy / "adapter_model.safetensors"
+    state = load_file(path)
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"
+    state[key] = torch.zeros(HIDDEN + 3, LORA_R)
+    save_file(state, path)
+    with pytest.raises(ConversionError, match=r"LoRA of model.layers.0.self_attn.q_proj has A \(4, 32\) and B "
+                                              r"\(35, 4\), which do not fit the base weight"):
+        convert(release, release_copy, tmp_path)
+
+
+def test_non_lora_weight_that_does_not_fit_its_base_weight_is_named(release, release_copy, tmp_path):
+    path = release_copy / "non_lora_trainables.bin"
+    state = torch.load(path, weights_only=True)
+    state["base_model.model.model.mm_projector.2.bias"] = torch.zeros(HIDDEN + 1)
+    torch.save(state, path)
+    with pytest.raises(ConversionError, match=r"non_lora_trainables.bin: model.mm_projector.2.bias has shape \(33,\),"
+                                              r" the base weight model.multi_modal_projector.linear_2.bias has \(32,\)"):
+        convert(release, release_copy, tmp_path)
+
+
+def test_adapter_keys_that_are_not_lora_are_listed(release, release_copy, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = release_copy / "adapter_model.safetensors"
+    state = load_file(path)
+    state["base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector"] = torch.ones(HIDDEN)
+    save_file(state, path)
+    with pytest.raises(ConversionError, match=r"keys that are not LoRA A/B weights: \[.*lora_magnitude_vector"):
+        convert(release, release_copy, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"use_dora": True}, "DoRA adapters"),
+        ({"alpha_pattern": {"q_proj": 16}}, "per-module alpha_pattern is not supported"),
+        ({"peft_type": "IA3"}, "expected a LoRA adapter, got peft_type='IA3'"),
+    ],
+    ids=["dora", "alpha_pattern", "not-lora"],
+)
+def test_unsupported_adapter_settings(release, release_copy, tmp_path, changes, message):
+    path = release_copy / "adapter_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    with pytest.raises(ConversionError, match=rf"adapter_model.safetensors: {message}"):
+        convert(release, release_copy, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"mm_projector_type": "linear"}, "mm_projector_type='linear'; only 'mlp2x_gelu'"),
+        ({"mm_use_im_start_end": True}, "mm_use_im_start_end=true is not supported"),
+        ({"mm_use_im_patch_token": True}, "mm_use_im_patch_token=true is not supported"),
+        ({"landmark_feature_hidden_size": 136}, "landmark_feature_hidden_size=136 but landmark_feature_projector.bin "
+                                                "takes 212-d inputs"),
+    ],
+    ids=["projector", "im_start_end", "im_patch_token", "prior-size"],
+)
+def test_unsupported_release_config(release, release_copy, tmp_path, changes, message):
+    edit_emola_config(release_copy, **changes)
+    with pytest.raises(ConversionError, match=message):
+        convert(release, release_copy, tmp_path)
+    assert not (tmp_path / "out").exists()
