@@ -94,10 +94,11 @@ def load_app_pipeline(
         from .testing_utils import build_tiny_emola
 
         tiny_model, tiny_processor = build_tiny_emola()
-        folder = tempfile.mkdtemp(prefix="emola-app-tiny-")
-        tiny_model.save_pretrained(folder)
-        tiny_processor.save_pretrained(folder)
-        model = folder
+        with tempfile.TemporaryDirectory(prefix="emola-app-tiny-") as folder:  # loaded into memory, then deleted
+            tiny_model.save_pretrained(folder)
+            tiny_processor.save_pretrained(folder)
+            return load_analyzer(folder, backend=backend, on_missing_face="error", backend_options=backend_options,
+                                 device=device, dtype=dtype)
     return load_analyzer(model, backend=backend, on_missing_face="error", backend_options=backend_options,
                          device=device, dtype=dtype)
 
