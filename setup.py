@@ -18,6 +18,8 @@ EXTRAS = {
     "insightface": ["onnxruntime>=1.16", "opencv-python>=4.8"],
     "train": ["peft>=0.13", "trl>=1.0", "datasets>=3.0", "pyyaml>=6"],
     "eval": ["evaluate>=0.4", "rouge>=1.0.1", "rouge-score>=0.1.2", "datasets>=3.0", "matplotlib>=3.7"],
+    # `emola app` (web page + /analyze API); tested with gradio 6.31 / gradio_client 2.7 (the page uses Gradio 6 APIs).
+    "app": ["gradio>=6.31,<7", "gradio_client>=2.7,<3"],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 EXTRAS["dev"] = EXTRAS["all"] + ["pytest>=7", "onnx>=1.15", "scikit-image>=0.21"]

@@ -60,7 +60,7 @@ def test_cli_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         cli_main(["--help"])
     text = capsys.readouterr().out
-    for command in ("demo", "synth", "extract-priors", "show-priors", "evaluate", "convert", "analyze"):
+    for command in ("demo", "synth", "extract-priors", "show-priors", "evaluate", "convert", "analyze", "app"):
         assert command in text
 
 

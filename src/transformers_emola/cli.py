@@ -16,6 +16,7 @@ COMMANDS = {
     "evaluate": ("transformers_emola.commands.evaluate", "Evaluate a model (or score predictions) on FABA-Bench."),
     "convert": ("transformers_emola.commands.convert", "Convert an original EmoLA checkpoint to HF format."),
     "analyze": ("transformers_emola.commands.analyze", "Facial affect analysis of images: AUs and emotion."),
+    "app": ("transformers_emola.commands.app", "Web page (Gradio) and /analyze API for facial affect analysis."),
 }
 
 
