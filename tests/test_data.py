@@ -18,7 +18,7 @@ from transformers_emola.data import (
     resolve_annotation_file,
     validate_faba_instruct,
 )
-from transformers_emola.processing_emola import AU_QUESTION, EMOTION_QUESTION
+from transformers_emola.faba import AU_QUESTION, EMOTION_QUESTION
 from transformers_emola.synthetic import write_synthetic_faba
 
 

@@ -29,7 +29,7 @@ from transformers_emola.pipeline_facial_affect import (
     build_result,
     register_pipeline,
 )
-from transformers_emola.processing_emola import AU_QUESTION, EMOTION_QUESTION
+from transformers_emola.faba import AU_QUESTION, EMOTION_QUESTION
 from transformers_emola.testing_utils import build_tiny_emola
 
 AU_TEXT = ("The face shows AU06 (Cheek Raiser) and AU12 - Lip Corner Puller: the corners of the mouth are pulled up. "

@@ -468,7 +468,7 @@ def test_compute_au_f1_folds():
 
 
 def test_compute_au_f1_folds_paper_rounding():
-    from transformers_emola.metrics.parsing import AUSet
+    from transformers_emola.faba import AUSet
 
     two = AUSet("two", (1, 2), (1, 2))
     texts = [["AU1", "AU1 AU2", "AU2", "AU1"], ["AU1 AU2", "AU2", "AU1"], ["AU1", "AU2", "AU1 AU2"]]

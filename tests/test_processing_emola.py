@@ -7,7 +7,8 @@ from PIL import Image
 from transformers import AutoProcessor, pipeline
 
 from transformers_emola import EmolaProcessor
-from transformers_emola.processing_emola import EMOLA_SYSTEM_PROMPT, expand_to_square
+from transformers_emola.faba import EMOLA_SYSTEM_PROMPT
+from transformers_emola.processing_emola import expand_to_square
 from transformers_emola.testing_utils import build_tiny_emola
 
 QUESTION = "What AUs are conveyed by this face?"

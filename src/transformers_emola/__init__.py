@@ -6,12 +6,13 @@ Importing the package registers EmoLA with the Auto* classes and pipelines, so `
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
-from .configuration_emola import FACIAL_PRIOR_DIMS, EmolaConfig
+from .configuration_emola import EmolaConfig
+from .faba import AU_QUESTION, EMOTION_QUESTION, FACIAL_PRIOR_DIMS
 from .facial_prior import normalize_landmarks
 from .modeling_emola import EmolaForConditionalGeneration, EmolaModel, EmolaPreTrainedModel
 from .pipeline_facial_affect import FacialAffectAnalysisPipeline
 from .pipeline_facial_affect import register_pipeline as _register_facial_affect_pipeline
-from .processing_emola import AU_QUESTION, EMOTION_QUESTION, EmolaProcessor
+from .processing_emola import EmolaProcessor
 
 __version__ = "0.1.0"
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from .inference import append_jsonl, read_jsonl, truncate_partial_line
-from .metrics.parsing import FABA_AUS
-from .pipeline_facial_affect import FaceNotFoundError, normalize_tasks
+from .faba import FABA_AUS, normalize_tasks
+from .pipeline_facial_affect import FaceNotFoundError
 
 #: File endings read when a folder is given (case-insensitive).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")

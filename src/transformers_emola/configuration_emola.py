@@ -5,8 +5,7 @@ from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 from transformers.models.llava.configuration_llava import LlavaConfig
 
-# Output size of each facial-prior backend (see `facial_prior.py`). The released checkpoints use InsightFace 2d106.
-FACIAL_PRIOR_DIMS = {"insightface_2d106": 212, "face_alignment": 136, "dlib": 136, "synthetic": 136}
+from .faba import FACIAL_PRIOR_DIMS  # re-exported: the prior length of each backend (212 for the released models)
 
 
 @strict

@@ -22,22 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from .processing_emola import AU_QUESTION, EMOTION_QUESTION
+from .faba import TASK_QUESTIONS, TASKS, VICUNA_V1_SYSTEM_PROMPT
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("au", "emotion")
 SPLITS = ("train", "eval")
-TASK_QUESTIONS = {"au": AU_QUESTION, "emotion": EMOTION_QUESTION}
 ROLE_MAP = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 IMAGE_PLACEHOLDER = "<image>"
-# LLaVA's conv_vicuna_v1 system prompt, used by the official *training* scripts (`--version v1`). The processor's
-# chat template defaults to the evaluation prompt ("curious human"); pass this as `system_prompt` to train exactly
-# as the paper did.
-VICUNA_V1_SYSTEM_PROMPT = (
-    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
-    "detailed, and polite answers to the user's questions."
-)
 
 
 class FabaValidationError(ValueError):
@@ -444,8 +435,8 @@ def load_faba_instruct(
         facial_prior_dim: the prior length the model expects (e.g. `model.config.facial_prior_dim`); by default
             the most common length in the data, every other length being reported.
         use_facial_prior: False drops the priors (the LLaVA-LoRA baseline).
-        system_prompt: adds a system turn (e.g. `VICUNA_V1_SYSTEM_PROMPT`, the official training prompt);
-            None keeps the chat template's default.
+        system_prompt: adds a system turn (e.g. `faba.VICUNA_V1_SYSTEM_PROMPT`, the official training prompt);
+            None keeps the chat template's default (the evaluation prompt).
         include_reference_answer: eval rows get the `gpt4` reference as assistant turn (for an eval loss).
         on_invalid: `"raise"` (one `FabaValidationError` listing every problem of every row) or `"skip"` (drop
             the invalid rows, log a warning with the count; see the report and `dataset.info.description`).
@@ -633,8 +624,6 @@ def assistant_answers(dataset) -> list[str]:
 __all__ = [
     "FabaLoadReport",
     "FabaValidationError",
-    "TASK_QUESTIONS",
-    "VICUNA_V1_SYSTEM_PROMPT",
     "assistant_answers",
     "conversations_to_messages",
     "eval_messages",

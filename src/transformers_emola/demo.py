@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-TASKS = ("au", "emotion")
+from .faba import TASKS
 
 
 @dataclass

@@ -10,8 +10,9 @@ import json
 import math
 from pathlib import Path
 
-from .metrics.parsing import AU_NAMES, EMOTIONS, emotion_label_to_index, parse_au_label
-from .metrics.scoring import TASKS, compute_au_f1_folds, compute_fer_accuracy, compute_rege
+from .faba import AU_NAMES, EMOTIONS, TASKS
+from .metrics.parsing import emotion_label_to_index, parse_au_label
+from .metrics.scoring import compute_au_f1_folds, compute_fer_accuracy, compute_rege
 
 
 __all__ = [
@@ -242,8 +243,8 @@ def write_report(result: dict, out_dir: str | Path, task: str, plots: bool = Tru
     Returns:
         {"json": path, "markdown": path, "plot": path (when drawn)}.
     """
-    if task not in ("au", "emotion"):
-        raise ValueError(f"Unknown task {task!r}; expected 'au' or 'emotion'.")
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; expected one of {list(TASKS)}.")
     required = ("s_re", "s_ge", "s_rege", "num_samples") + (("per_au_f1",) if task == "au" else ("confusion_matrix",))
     missing = [key for key in required if key not in result]
     if missing:

@@ -16,17 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .processing_emola import AU_QUESTION, EMOTION_QUESTION
-
-TASK_QUESTIONS = {"au": AU_QUESTION, "emotion": EMOTION_QUESTION}
-
-
-def task_question(task: str) -> str:
-    """The official FABA-Bench question of `task` ("au" or "emotion")."""
-    if task not in TASK_QUESTIONS:
-        raise ValueError(f"task must be one of {sorted(TASK_QUESTIONS)}, got {task!r}")
-    return TASK_QUESTIONS[task]
-
+from .faba import task_question
 
 def build_prompt(processor, question: str) -> str:
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]

@@ -13,8 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from .configuration_emola import FACIAL_PRIOR_DIMS
-from .processing_emola import AU_QUESTION, EMOTION_QUESTION
+from .faba import AU_QUESTION, EMOTION_QUESTION, FACIAL_PRIOR_DIMS, SCORED_AUS
 
 # The template lives in the repository's model_cards/ folder, next to the released models' cards.
 DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "model_cards" / "template.md"
@@ -25,7 +24,7 @@ TASKS = {
     "au": {
         "task_title": "Facial action unit description",
         "question": AU_QUESTION,
-        "re_metric_name": "S_re: mean F1 over AUs 1, 2, 4, 5, 6, 10, 12, 17, 24, 25, 26, 43 (x100)",
+        "re_metric_name": f"S_re: mean F1 over AUs {', '.join(map(str, SCORED_AUS))} (x100)",
         "tag": "facial-action-units",
     },
     "emotion": {

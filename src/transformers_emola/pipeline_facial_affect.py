@@ -21,26 +21,15 @@ from transformers import AutoModelForImageTextToText, GenerationConfig, Pipeline
 from transformers.pipelines.base import no_collate_fn
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
-from .inference import TASK_QUESTIONS, generate_answers
+from .faba import TASK_QUESTIONS, TASKS, normalize_tasks
+from .inference import generate_answers
 from .metrics.parsing import parse_affect
 
 TASK_NAME = "facial-affect-analysis"
-AFFECT_TASKS = ("au", "emotion")
 
 
 class FaceNotFoundError(ValueError):
     """The facial-prior extractor found no (or not enough) faces in an image under `on_missing_face="error"`."""
-
-
-def normalize_tasks(tasks: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """"au" | "emotion" | "both" | a list of them -> the ordered tuple of questions to ask."""
-    if isinstance(tasks, str):
-        tasks = AFFECT_TASKS if tasks == "both" else (tasks,)
-    tasks = tuple(tasks)
-    unknown = [task for task in tasks if task not in AFFECT_TASKS]
-    if unknown or not tasks:
-        raise ValueError(f"tasks must be 'au', 'emotion', 'both' or a list of 'au'/'emotion', got {tasks!r}")
-    return tuple(task for task in AFFECT_TASKS if task in tasks)
 
 
 def resolve_local_image(image: Any) -> Any:
@@ -268,7 +257,7 @@ class FacialAffectAnalysisPipeline(Pipeline):
         return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
 
     def generate_descriptions(
-        self, items: list[dict], tasks=AFFECT_TASKS, questions: dict | None = None, generate_kwargs=None
+        self, items: list[dict], tasks=TASKS, questions: dict | None = None, generate_kwargs=None
     ) -> list[dict[str, str]]:
         """One generate batch for all (image, question) pairs of `items` (outputs of `preprocess`)."""
         questions = {**TASK_QUESTIONS, **(questions or {})}
@@ -290,7 +279,7 @@ class FacialAffectAnalysisPipeline(Pipeline):
         step = len(tasks)
         return [dict(zip(tasks, answers[i * step : (i + 1) * step])) for i in range(len(items))]
 
-    def _forward(self, model_inputs, tasks=AFFECT_TASKS, questions=None, generate_kwargs=None):
+    def _forward(self, model_inputs, tasks=TASKS, questions=None, generate_kwargs=None):
         batched = "batch" in model_inputs
         items = model_inputs["batch"] if batched else [model_inputs]
         descriptions = self.generate_descriptions(items, tasks, questions, generate_kwargs)

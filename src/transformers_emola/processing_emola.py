@@ -11,12 +11,7 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_utils import make_flat_list_of_images
 from transformers.models.llava.processing_llava import LlavaProcessor
 
-EMOLA_SYSTEM_PROMPT = (
-    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
-    "detailed, and polite answers to the human's questions."
-)
-AU_QUESTION = "What AUs are conveyed by this face?"
-EMOTION_QUESTION = "What emotions are conveyed by this face?"
+from .faba import EMOLA_SYSTEM_PROMPT
 
 # Vicuna v1 (LLaVA's conv_vicuna_v1, separators " " and "</s>"): "{system} USER: <image>\n{q} ASSISTANT: {a}</s>".
 # Images go first in a user turn, as LLaVA's preprocess_multimodal moves them; {% generation %} marks the tokens
@@ -243,4 +238,4 @@ class EmolaProcessor(LlavaProcessor):
             self._facial_prior_extractor = extractor
 
 
-__all__ = ["EmolaProcessor", "EMOLA_CHAT_TEMPLATE", "EMOLA_SYSTEM_PROMPT", "AU_QUESTION", "EMOTION_QUESTION"]
+__all__ = ["EmolaProcessor", "EMOLA_CHAT_TEMPLATE"]

@@ -34,9 +34,9 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
+from .faba import AU_NAMES as FACS_AU_NAMES
+from .faba import EMOTION_LABELS, SCORED_AUS, TASKS
 from .facial_prior import normalize_landmarks
-from .metrics.parsing import AU_NAMES as FACS_AU_NAMES
-from .metrics.parsing import SCORED_AUS
 
 __all__ = [
     "AU_NAMES",
@@ -74,8 +74,8 @@ AU_NAMES: dict[int, str] = {au: FACS_AU_NAMES[au] for au in RENDERED_AUS}
 #: An AU counts as present (label, description) when its intensity is at least this.
 AU_THRESHOLD = 0.3
 
-#: Emotion names in the official class order (Happiness 0 ... Fear 6, `emotions2num` of eval_FABA.py).
-EMOTIONS: tuple[str, ...] = ("Happiness", "Sadness", "Surprise", "Anger", "Neutral", "Disgust", "Fear")
+#: Emotion names in the official class order (Happiness 0 ... Fear 6), spelt as FABA-Instruct's labels.
+EMOTIONS: tuple[str, ...] = EMOTION_LABELS
 
 #: Core AUs (with typical intensity) that make up each emotion, after EMFACS-style prototypes.
 EMOTION_PROTOTYPES: dict[str, dict[int, float]] = {
@@ -873,7 +873,7 @@ def sample_face(
     """Sample an expression for `task` ("au": prototypes and free AU combinations, "emotion": a prototype of
     `emotion` or of a uniformly drawn emotion) and render it with a random appearance."""
     rng = _as_rng(rng)
-    if task not in ("au", "emotion"):
+    if task not in TASKS:
         raise ValueError(f"task must be 'au' or 'emotion', got {task!r}")
     appearance = sample_appearance(rng)
     if task == "emotion" and emotion is None:
@@ -949,7 +949,6 @@ def describe_emotion(
 # Dataset writer
 # --------------------------------------------------------------------------------------------------------------
 
-_TASKS = ("au", "emotion")
 _SPLIT_CODES = {"train": 1, "eval": 2}
 _TASK_CODES = {"au": 1, "emotion": 2}
 
@@ -1009,8 +1008,8 @@ def synthetic_faba_sample(
     Each (seed, split, task, index) has its own random stream, so a sample does not depend on the dataset size.
     The emotion task cycles through the 7 classes (index % 7), so every split is class-balanced.
     """
-    if task not in _TASKS:
-        raise ValueError(f"task must be one of {list(_TASKS)}, got {task!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
     if split not in _SPLIT_CODES:
         raise ValueError(f"split must be one of {list(_SPLIT_CODES)}, got {split!r}")
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
@@ -1042,7 +1041,7 @@ def write_synthetic_faba(
     num_eval: int = 50,
     seed: int = 0,
     image_size: int = 336,
-    tasks: Sequence[str] = _TASKS,
+    tasks: Sequence[str] = TASKS,
     progress: bool = False,
 ) -> dict[str, Path]:
     """Write a synthetic FABA-Instruct in the official layout under `root` (the `--image_folder` of EmoLA).
@@ -1060,8 +1059,8 @@ def write_synthetic_faba(
     if image_size < 16:
         raise ValueError(f"image_size must be >= 16 pixels, got {image_size}")
     tasks = tuple(tasks)
-    if not tasks or any(task not in _TASKS for task in tasks) or len(set(tasks)) != len(tasks):
-        raise ValueError(f"tasks must be distinct values among {list(_TASKS)}, got {list(tasks)}")
+    if not tasks or any(task not in TASKS for task in tasks) or len(set(tasks)) != len(tasks):
+        raise ValueError(f"tasks must be distinct values among {list(TASKS)}, got {list(tasks)}")
     root = Path(root)
     jobs = [(split, task, count) for task in tasks for split, count in (("train", num_train), ("eval", num_eval))]
     total = sum(count for _, _, count in jobs)

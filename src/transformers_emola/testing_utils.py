@@ -13,7 +13,8 @@ from transformers import CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, P
 
 from .configuration_emola import EmolaConfig
 from .modeling_emola import EmolaForConditionalGeneration
-from .processing_emola import AU_QUESTION, EMOLA_SYSTEM_PROMPT, EMOTION_QUESTION, EmolaProcessor
+from .faba import AU_QUESTION, EMOLA_SYSTEM_PROMPT, EMOTION_QUESTION
+from .processing_emola import EmolaProcessor
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "<facial_prior>"]
 BASE_CORPUS = [EMOLA_SYSTEM_PROMPT, "USER: ASSISTANT:", AU_QUESTION, EMOTION_QUESTION]

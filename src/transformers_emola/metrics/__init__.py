@@ -1,5 +1,6 @@
 """FABA-Bench metrics: REGE (`compute_rege`, or the `evaluate` module from `load_rege`), the traditional AU / FER
-protocols, and the AU / emotion text parsers shared with model post-processing. No torch imports here.
+protocols, and the AU / emotion text parsers shared with model post-processing. No torch imports here: the only
+module of the package this one imports is the vocabulary, `transformers_emola.faba` (re-exported for convenience).
 
 Example:
     >>> from transformers_emola.metrics import compute_rege
@@ -13,17 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..faba import AU_NAMES, AU_SETS, EMOTIONS, FABA_AUS, SCORED_AUS, TASKS, AUSet
 from .parsing import (
-    AU_NAMES,
-    AU_SETS,
     EMOTION_KEYWORDS,
-    EMOTIONS,
-    FABA_AUS,
     PAPER_EMOTION_KEYWORDS,
-    SCORED_AUS,
     AffectAnalysis,
     AUMention,
-    AUSet,
     ParsedEmotion,
     emotion_label_to_index,
     parse_affect,
@@ -32,7 +28,7 @@ from .parsing import (
     parse_emotion,
 )
 from .rouge_l import RougeError, rouge_l_f
-from .scoring import TASKS, compute_au_f1_folds, compute_fer_accuracy, compute_rege
+from .scoring import compute_au_f1_folds, compute_fer_accuracy, compute_rege
 
 
 #: Path of the `evaluate` module script (a metric card README.md lies beside it).

@@ -20,21 +20,16 @@ import operator
 import re
 from dataclasses import dataclass, field
 
+from ..faba import AU_NAMES, EMOTIONS, TASKS, AUSet, normalize_au_set
+
 
 __all__ = [
-    "AU_NAMES",
-    "AU_SETS",
     "AUMention",
-    "AUSet",
     "AffectAnalysis",
-    "EMOTIONS",
     "EMOTION_KEYWORDS",
-    "FABA_AUS",
     "PAPER_EMOTION_KEYWORDS",
     "ParsedEmotion",
-    "SCORED_AUS",
     "emotion_label_to_index",
-    "normalize_au_set",
     "parse_affect",
     "parse_au_label",
     "parse_aus",
@@ -43,73 +38,6 @@ __all__ = [
 
 MODES = ("paper", "strict")
 
-# --------------------------------------------------------------------------------------------------------------
-# Action units
-# --------------------------------------------------------------------------------------------------------------
-
-#: FACS names of the AUs that appear in FABA-Instruct and the AU benchmarks (18, Lip Pucker, is GFT only).
-AU_NAMES: dict[int, str] = {
-    1: "Inner Brow Raiser",
-    2: "Outer Brow Raiser",
-    4: "Brow Lowerer",
-    5: "Upper Lid Raiser",
-    6: "Cheek Raiser",
-    7: "Lid Tightener",
-    9: "Nose Wrinkler",
-    10: "Upper Lip Raiser",
-    12: "Lip Corner Puller",
-    14: "Dimpler",
-    15: "Lip Corner Depressor",
-    16: "Lower Lip Depressor",
-    17: "Chin Raiser",
-    18: "Lip Pucker",
-    20: "Lip Stretcher",
-    23: "Lip Tightener",
-    24: "Lip Pressor",
-    25: "Lips Part",
-    26: "Jaw Drop",
-    27: "Mouth Stretch",
-    43: "Eyes Closed",
-}
-
-
-@dataclass(frozen=True)
-class AUSet:
-    """AUs a benchmark recognises in text (`index`) and the subset that enters the F1 mean (`scored`)."""
-
-    name: str
-    index: tuple[int, ...]
-    scored: tuple[int, ...]
-
-
-#: The 20 AUs of the FABA index: an `AU<n>` mention outside it is ignored.
-FABA_AUS: tuple[int, ...] = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 16, 17, 20, 23, 24, 25, 26, 27, 43)
-#: The 12 AUs whose F1 is averaged into FABA-Bench's AU S_re.
-SCORED_AUS: tuple[int, ...] = (1, 2, 4, 5, 6, 10, 12, 17, 24, 25, 26, 43)
-
-#: AU sets of the official script (`AUIndicesMap` and `select_AUs` in eval_FABA.py), keyed by lower-case name.
-AU_SETS: dict[str, AUSet] = {
-    "faba": AUSet("faba", FABA_AUS, SCORED_AUS),
-    "disfa": AUSet("disfa", (1, 2, 4, 6, 9, 12, 25, 26), (1, 2, 4, 6, 9, 12, 25, 26)),
-    "bp4d": AUSet("bp4d", (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24), (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)),
-    "gft": AUSet(
-        "gft",
-        (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 16, 17, 18, 20, 23, 24, 25, 26),
-        (1, 2, 4, 6, 10, 12, 14, 15, 23, 24),
-    ),
-    "emotionet": AUSet(
-        "emotionet", (1, 2, 4, 5, 6, 9, 12, 17, 20, 25, 26, 43), (1, 2, 4, 5, 6, 9, 12, 17, 20, 25, 26, 43)
-    ),
-}
-
-
-def normalize_au_set(au_set: str | AUSet) -> AUSet:
-    """The `AUSet` for a name such as "faba" or "BP4D" (case-insensitive); ValueError for an unknown one."""
-    if isinstance(au_set, AUSet):
-        return au_set
-    if not isinstance(au_set, str) or au_set.lower() not in AU_SETS:
-        raise ValueError(f"Unknown au_set {au_set!r}; expected one of {sorted(AU_SETS)}.")
-    return AU_SETS[au_set.lower()]
 
 
 def _check_mode(mode: str) -> str:
@@ -195,8 +123,6 @@ def parse_au_label(label, mode: str = "strict", au_set: str | AUSet = "faba") ->
 # Emotions
 # --------------------------------------------------------------------------------------------------------------
 
-#: Class order of FABA-Instruct labels (the official `emotions2num`): Happiness 0 ... Fear 6.
-EMOTIONS: tuple[str, ...] = ("happiness", "sadness", "surprise", "anger", "neutral", "disgust", "fear")
 
 #: The official keyword lists (`emotion_list` in eval_FABA.py), verbatim, duplicates included. Note that "happy"
 #: and "joyful" are listed while "sad", "angry", "scared", "afraid" and "fearful" are not.
@@ -553,7 +479,7 @@ class AffectAnalysis:
         }
 
 
-_AFFECT_TASKS = ("au", "emotion", "both")
+_AFFECT_TASKS = (*TASKS, "both")
 
 
 def parse_affect(text: str, task: str = "both", au_set: str | AUSet = "faba") -> AffectAnalysis:

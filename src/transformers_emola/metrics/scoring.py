@@ -16,12 +16,10 @@ from typing import Sequence
 
 import numpy as np
 
+from ..faba import EMOTIONS, TASKS, AUSet, normalize_au_set
 from .parsing import (
-    EMOTIONS,
     MODES,
-    AUSet,
     emotion_label_to_index,
-    normalize_au_set,
     parse_au_label,
     parse_aus,
     parse_emotion,
@@ -29,9 +27,7 @@ from .parsing import (
 from .rouge_l import RougeError, rouge_l_f
 
 
-__all__ = ["TASKS", "compute_au_f1_folds", "compute_fer_accuracy", "compute_rege"]
-
-TASKS = ("au", "emotion")
+__all__ = ["compute_au_f1_folds", "compute_fer_accuracy", "compute_rege"]
 
 
 def _check_task(task) -> str:
