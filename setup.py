@@ -33,9 +33,10 @@ setup(
     license="Apache-2.0",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"transformers_emola": ["metrics/rege/README.md", "*.jinja"]},
+    py_modules=["emola_cli"],  # the console script: parses the command line before the package imports torch
+    package_data={"transformers_emola": ["metrics/rege/README.md", "model_card_template.md"]},
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["emola=transformers_emola.cli:main"]},
+    entry_points={"console_scripts": ["emola=emola_cli:main"]},
 )

@@ -136,7 +136,7 @@ def main() -> None:
         print(f"{backend:<18} {what:<42} {faces / seconds:>8.1f} {1000 * seconds / faces:>8.1f}")
 
     # Share of the prior in a full EmoLA forward at a small configuration.
-    from transformers_emola.testing_utils import build_tiny_emola
+    from transformers_emola import build_tiny_emola
 
     model, processor = build_tiny_emola(image_size=args.image_size, hidden_size=args.hidden,
                                         vision_hidden_size=args.hidden, num_hidden_layers=args.layers)

@@ -17,7 +17,7 @@ from PIL import Image
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from transformers_emola import EmolaForConditionalGeneration
-from transformers_emola.testing_utils import build_tiny_emola
+from transformers_emola import build_tiny_emola
 
 
 def median_seconds(fn, repeats: int) -> float:

@@ -45,7 +45,7 @@ def _cpu_run(name: str, threads: int, steps: int, batch: int, queue) -> None:
 
     from transformers_emola.data import assistant_answers, load_faba_instruct
     from transformers_emola.synthetic import write_synthetic_faba
-    from transformers_emola.testing_utils import build_tiny_emola
+    from transformers_emola import build_tiny_emola
     from transformers_emola.training import EmolaSFTConfig, build_lora_config, build_trainer
 
     config = CONFIGS[name]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from transformers_emola.evaluation import evaluate_model
+from transformers_emola.evaluation import evaluate_model, format_summary
 
 
 @dataclass
@@ -31,7 +31,13 @@ class EvaluateArguments:
 
 def main(argv: list[str] | None = None) -> int:
     (args,) = TrlParser((EvaluateArguments,)).parse_args_and_config(args=argv)
-    return evaluate_model(args)
+    report = evaluate_model(args.model, args.annotations, args.data_root, args.task, args.out, mode=args.mode,
+                            au_set=args.au_set, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                            limit=args.limit, plots=not args.no_plots)
+    print(format_summary(report.result, report.paths))
+    for failure in report.failures:
+        print(f"failed: {failure['id']}: {failure['error']}")
+    return 1 if report.failures else 0
 
 
 if __name__ == "__main__":

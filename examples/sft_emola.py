@@ -3,7 +3,7 @@
 
 The recipe of Li et al. (ECCV 2024): LoRA r=128/alpha=256 on every linear layer of the language model, the
 multimodal projector (lr 2e-5) and the facial-prior projector (lr 1e-4) trained fully, CLIP frozen, loss on the
-answers only, 1 epoch, cosine schedule with 3 % warmup, bf16.
+answers only, 1 epoch, cosine schedule with 3 % warmup, bf16. `emola train` is the same script as a command.
 
     # the paper's AU model, 4 GPUs with DeepSpeed ZeRO-3
     accelerate launch --config_file examples/accelerate/deepspeed_zero3.yaml \
@@ -18,6 +18,8 @@ answers only, 1 epoch, cosine schedule with 3 % warmup, bf16.
 
     # offline, CPU, under a minute: a tiny random EmoLA on synthetic faces
     emola synth --out data/synthetic --num-train 64 --num-eval 8 --image-size 64 --tasks au
+    python examples/tiny_emola.py --output_dir outputs/tiny-emola \
+        --annotations data/synthetic/FABAInstruct/train/train_au_anno.json
     python examples/sft_emola.py --config examples/recipes/tiny_cpu.yaml
 
 Resume an interrupted run with `--resume_from_checkpoint true` (the last checkpoint in output_dir) or a path.
@@ -26,13 +28,16 @@ See docs/fine_tuning.md.
 
 from trl import ModelConfig, TrlParser
 
-from transformers_emola.training import EmolaScriptArguments, EmolaSFTConfig, train_emola
+from transformers_emola.training import EmolaScriptArguments, EmolaSFTConfig, format_summary, train_emola
 
 
 def main(argv=None):
     parser = TrlParser((EmolaScriptArguments, EmolaSFTConfig, ModelConfig))
     script_args, training_args, model_args = parser.parse_args_and_config(argv)
-    return train_emola(script_args, training_args, model_args)
+    summary = train_emola(script_args, training_args, model_args)
+    if summary["trainer"].is_world_process_zero():
+        print(format_summary(summary))
+    return summary
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def bare_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from transformers_emola.testing_utils import BASE_CORPUS
+    from transformers_emola.tiny import BASE_CORPUS
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
@@ -285,7 +285,7 @@ def test_original_layout_matches_original_forward(release, converted):
 
 
 def test_tiny_tokenizer_with_placeholders_keeps_vocabulary(tmp_path):
-    from transformers_emola.testing_utils import build_tiny_tokenizer
+    from transformers_emola.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     assert {"<image>", "<facial_prior>", "<pad>"} <= set(tokenizer.get_vocab())

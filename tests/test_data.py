@@ -10,7 +10,6 @@ from datasets import Dataset, IterableDataset
 from PIL import Image
 
 from transformers_emola.data import (
-    VICUNA_V1_SYSTEM_PROMPT,
     FabaValidationError,
     conversations_to_messages,
     infer_task,
@@ -18,7 +17,7 @@ from transformers_emola.data import (
     resolve_annotation_file,
     validate_faba_instruct,
 )
-from transformers_emola.faba import AU_QUESTION, EMOTION_QUESTION
+from transformers_emola.faba import AU_QUESTION, EMOTION_QUESTION, VICUNA_V1_SYSTEM_PROMPT
 from transformers_emola.synthetic import write_synthetic_faba
 
 
@@ -213,7 +212,7 @@ def test_priors_extracted_on_the_fly(tmp_path):
     assert "no face found" in str(info.value)
     kept = load_faba_instruct(rows, tmp_path, split="train", facial_prior_extractor=failing, on_invalid="skip")
     assert kept["id"] == ["a", "c"]
-    with pytest.raises(FabaValidationError, match="returned a 6-d prior"):
+    with pytest.raises(FabaValidationError, match="prior for .*a.png: facial prior has dimension 6, expected 136"):
         load_faba_instruct(rows[:1], tmp_path, split="train", facial_prior_extractor=MeanColourPriors(),
                            facial_prior_dim=136)
 

@@ -1,4 +1,5 @@
-"""Every ```python block in the README, docs/, model_cards/ and the metric card runs, so the documentation cannot rot.
+"""Every ```python block in the README, docs/, model_cards/, the card template and the metric card runs, so the
+documentation cannot rot.
 
 Blocks of one file run in order in one namespace (later blocks may use earlier names), in a temporary working
 directory. Blocks that need real 7B weights or a GPU are marked ```python no-run and are only compiled.
@@ -13,7 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 FILES = sorted(
-    [ROOT / "README.md", ROOT / "src/transformers_emola/metrics/rege/README.md"]
+    [ROOT / "README.md", ROOT / "src/transformers_emola/metrics/rege/README.md",
+     ROOT / "src/transformers_emola/model_card_template.md"]
     + list((ROOT / "docs").rglob("*.md"))
     + list((ROOT / "model_cards").glob("*.md")),
 )

@@ -9,7 +9,7 @@ from PIL import Image
 from transformers_emola.cli import main as cli_main
 from transformers_emola.evaluation import score_predictions_file
 from transformers_emola.metrics import compute_au_f1_folds, compute_fer_accuracy
-from transformers_emola.testing_utils import build_tiny_emola
+from transformers_emola import build_tiny_emola
 
 
 @pytest.fixture(scope="module")

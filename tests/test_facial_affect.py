@@ -19,18 +19,13 @@ from transformers.pipelines import ImageTextToTextPipeline
 
 import transformers_emola  # noqa: F401  (registers EmoLA with the Auto classes)
 from transformers_emola import cli
-from transformers_emola.analysis import AU_COLUMNS, analyze_images, draw_analysis, find_images
-from transformers_emola.facial_prior import FacialPriorExtractor, normalize_landmarks
+from transformers_emola.analysis import AU_COLUMNS, analyze_images, draw_analysis, results_to_csv_rows
+from transformers_emola.facial_prior import FaceNotFoundError, FacialPriorExtractor, find_images, normalize_landmarks
 from transformers_emola.metrics.parsing import parse_affect
 from transformers_emola.modeling_emola import EmolaForConditionalGeneration
-from transformers_emola.pipeline_facial_affect import (
-    FaceNotFoundError,
-    FacialAffectAnalysisPipeline,
-    build_result,
-    register_pipeline,
-)
+from transformers_emola.pipeline_facial_affect import FacialAffectAnalysisPipeline, build_result, register_pipeline
 from transformers_emola.faba import AU_QUESTION, EMOTION_QUESTION
-from transformers_emola.testing_utils import build_tiny_emola
+from transformers_emola import build_tiny_emola
 
 AU_TEXT = ("The face shows AU06 (Cheek Raiser) and AU12 - Lip Corner Puller: the corners of the mouth are pulled up. "
            "AU4 is not present. There is no AU9, and AU25 is active.")
@@ -207,7 +202,7 @@ def test_pipeline_errors_say_what_to_do(tiny):
         analyzer(image)
     with pytest.raises(ValueError, match="local files only"):
         analyzer("https://example.com/face.jpg", facial_priors=np.zeros(136))
-    with pytest.raises(ValueError, match="has 10 values but the model expects 136"):
+    with pytest.raises(ValueError, match="dimension 10, expected 136 .*'face_alignment' priors"):
         analyzer(image, facial_priors=np.zeros((1, 10)))
     with pytest.raises(ValueError, match="one row per image"):
         analyzer([image, image], facial_priors=np.zeros((3, 136)))
@@ -244,7 +239,10 @@ def test_cli_analyze_end_to_end_with_failures_and_resume(checkpoint, faces, tmp_
     failures = json.loads((out / "failures.json").read_text())
     assert [(f["image"], f["status"]) for f in failures] == [
         (str(faces / "broken.jpg"), "unreadable"), (str(faces / "grey.png"), "no_face")]
-    assert "broken.jpg" in capsys.readouterr().err
+    assert failures[1]["error"] == f"No face found in {faces / 'grey.png'} (backend 'dlib')"
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "grey.png [no_face]" in err
+    assert "--on-missing-face full_image" in err and "on_missing_face=" not in err  # the fix in CLI terms
     rows = {row["image"]: row for row in read_csv(out / "results.csv")}
     assert set(rows) == {str(faces / name) for name in ("astronaut.png", "broken.jpg", "grey.png", "sub/mirrored.png")}
     for name in ("astronaut.png", "sub/mirrored.png"):
@@ -253,6 +251,7 @@ def test_cli_analyze_end_to_end_with_failures_and_resume(checkpoint, faces, tmp_
         assert {au for au in AU_COLUMNS if row[au] == "1"} == {"AU6", "AU12", "AU25"}
         assert all(row[au] == "0" for au in AU_COLUMNS if au not in ("AU6", "AU12", "AU25"))
         assert row["negated_aus"] == "4 9" and row["au_description"] == AU_TEXT
+        assert row["visualization"] == "visualizations/" + name  # named after the image: no astronaut.png.png
         drawn = Image.open(out / row["visualization"])
         assert drawn.height == 224 and drawn.width > 224
     reference = FacialPriorExtractor("dlib").detect([str(faces / "astronaut.png")])[0]
@@ -311,6 +310,18 @@ def test_analyze_images_asks_only_the_requested_task_and_redoes_rows_missing_it(
     assert report.analyzed == 1 and report.skipped == 0 and len(calls[1]["prompts"]) == 2
     row = read_csv(tmp_path / "results.csv")[0]
     assert row["AU12"] == "1" and row["emotion"] == "happiness"
+
+
+def test_csv_leaves_au_cells_blank_when_the_answer_names_no_au():
+    parsed = {"image": "a.png", "status": "ok", "tasks": ["au", "emotion"], **build_result({"au": AU_TEXT})}
+    unparsed = {"image": "b.png", "status": "ok", "tasks": ["au", "emotion"],
+                **build_result({"au": "The face looks relaxed and calm.", "emotion": EMOTION_TEXT})}
+    not_asked = {"image": "c.png", "status": "ok", "tasks": ["emotion"], **build_result({"emotion": EMOTION_TEXT})}
+    rows = {row["image"]: row for row in results_to_csv_rows([parsed, unparsed, not_asked])}
+    assert [rows["a.png"][au] for au in ("AU6", "AU12", "AU4", "AU1")] == [1, 1, 0, 0]  # 0: read as absent
+    assert rows["b.png"]["au_unparsed"] == 1 and all(rows["b.png"][au] == "" for au in AU_COLUMNS)
+    assert rows["b.png"]["emotion"] == "happiness"
+    assert all(rows["c.png"][au] == "" for au in AU_COLUMNS)
 
 
 def test_draw_analysis_draws_box_landmarks_and_labels():

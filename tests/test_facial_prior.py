@@ -1,5 +1,6 @@
 """Facial prior expert: backends, image handling and policies, on real detectors or tiny self-built models."""
 
+import dataclasses
 import inspect
 import json
 import urllib.error
@@ -9,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transformers_emola import facial_prior
+from transformers_emola.facial_prior.drawing import OTHER_FACE_COLOUR
 from transformers_emola.facial_prior import (
     BACKEND_DIMS,
     DEFAULT_BACKEND,
     FaceLandmarks,
+    FaceNotFoundError,
     FacialPriorExtractor,
     FacialPriorWeightsError,
     draw_landmarks,
@@ -88,19 +90,26 @@ def test_dlib_picks_the_real_face_over_the_false_detection(astronaut_face, astro
     x, y = face.landmarks.mean(axis=0)
     assert REAL_FACE[0] < x < REAL_FACE[2] and REAL_FACE[1] < y < REAL_FACE[3]
     assert face.image_size == (512, 512)
+    # every face found is kept, best first, with the one the prior comes from marked
+    assert face.face_index == 0 and [d.box for d in face.detections][0] == REAL_FACE
+    assert len(face.detections) == 2 and face.detections[0].score > face.detections[1].score
 
 
 def test_face_index_selects_by_decreasing_score(astronaut):
     second = dlib_with(face_index=1).detect(astronaut)[0]
     x0, y0, x1, y1 = second.box
     assert abs((x0 + x1) / 2 - FALSE_FACE_CENTER[0]) < 10 and abs((y0 + y1) / 2 - FALSE_FACE_CENTER[1]) < 10
-    assert second.score < 1.0
-    with pytest.raises(ValueError, match=r"Only 2 face\(s\) found in image 0.*face_index=2"):
+    assert second.score < 1.0 and second.face_index == 1 and second.box == second.detections[1].box
+    with pytest.raises(FaceNotFoundError, match=r"Only 2 face\(s\) found in image 0.*face_index=2") as error:
         dlib_with(face_index=2).detect(astronaut)
+    assert error.value.num_faces == 2 and "on_missing_face=" in str(error.value)
+    assert "on_missing_face" not in error.value.reason  # the fix is worded by the caller (Python or CLI)
 
 
 def test_dlib_licence_warning_is_shown_once(monkeypatch):
-    monkeypatch.setattr(facial_prior, "_dlib_license_warned", False)
+    from transformers_emola.facial_prior.backends import dlib as dlib_backend
+
+    monkeypatch.setattr(dlib_backend, "license_warned", False)
     with pytest.warns(UserWarning, match="iBUG 300-W.*commercial"):
         FacialPriorExtractor("dlib")
     with warnings.catch_warnings():
@@ -284,6 +293,11 @@ def test_face_alignment_missing_weights_error_names_the_cache(monkeypatch, tmp_p
         FacialPriorExtractor("face_alignment").detect(astronaut, face_boxes=[REAL_FACE])
     assert cache in str(error.value) and "2DFAN4-11f355bf06.pth.tar" in str(error.value)
     assert "pre-seed" in str(error.value) and "TORCH_HOME" in str(error.value)
+    # the fix names the files to point the backend at (Python options here, --backend-options on the CLI)
+    assert error.value.suggested_options == {
+        "fan_path": f"{cache}/2DFAN4-11f355bf06.pth.tar",
+        "face_detector_kwargs": {"path_to_detector": f"{cache}/s3fd-619a316812.pth"}}
+    assert "pass fan_path=" in str(error.value) and "fan=..., detector=..." in str(error.value)
     with pytest.raises(FacialPriorWeightsError, match="s3fd-619a316812.pth") as error:
         FacialPriorExtractor("face_alignment", fan=fan).detect(astronaut)  # detector weights this time
     assert cache in str(error.value)
@@ -363,8 +377,9 @@ def test_insightface_reproduces_the_official_preprocessing(gather_model, gather_
 
 
 def test_insightface_errors(gather_model, tmp_path):
-    with pytest.raises(ValueError, match="model_path.*not shipped"):
+    with pytest.raises(FacialPriorWeightsError, match="(?s)2d106det.onnx, which is not shipped.*model_path=") as error:
         FacialPriorExtractor("insightface_2d106")
+    assert error.value.suggested_options == {"model_path": "path/to/2d106det.onnx"}
     with pytest.raises(FileNotFoundError, match="absent.onnx"):
         FacialPriorExtractor("insightface_2d106", model_path=str(tmp_path / "absent.onnx"))
     corrupt = tmp_path / "corrupt.onnx"
@@ -394,7 +409,7 @@ def test_precomputed_reads_faba_layout(tmp_path):
     np.testing.assert_array_equal(by_npy, prior[None])
 
     np.save(tmp_path / "short.npy", prior[:136])
-    with pytest.raises(ValueError, match=r"short\.npy has shape \(136,\); expected \(212,\)"):
+    with pytest.raises(ValueError, match=r"short\.npy: facial prior has dimension 136, expected 212"):
         FacialPriorExtractor("precomputed", dim=212)([str(tmp_path / "short.npy")])
     with pytest.raises(FileNotFoundError, match="other.npy"):
         FacialPriorExtractor("precomputed")([str(tmp_path / "other.npy")])
@@ -433,15 +448,27 @@ def test_draw_landmarks_marks_points_and_box(astronaut, astronaut_face):
     for x, y in astronaut_face.landmarks[[0, 30, 48]]:
         assert drawn.getpixel((int(x), int(y))) == (255, 0, 0)
     x0, y0, x1, y1 = (int(v) for v in REAL_FACE)
-    assert drawn.getpixel((x0, (y0 + y1) // 2)) == (0, 255, 0)
-    assert np.array_equal(np.asarray(drawn)[400:], astronaut[400:])  # nothing drawn away from the face
+    assert drawn.getpixel((x0, (y0 + y1) // 2)) == (0, 255, 0)  # the face the prior comes from: green
+    other = astronaut_face.detections[1].box  # the false detection on the suit: an orange box, no landmarks
+    assert drawn.getpixel((int(other[0]), int((other[1] + other[3]) / 2))) == OTHER_FACE_COLOUR
+    changed = np.any(np.asarray(drawn) != astronaut, axis=-1)
+    outside = np.ones_like(changed)
+    points = astronaut_face.landmarks
+    face_and_landmarks = (min(REAL_FACE[0], points[:, 0].min()), min(REAL_FACE[1], points[:, 1].min()),
+                          max(REAL_FACE[2], points[:, 0].max()), max(REAL_FACE[3], points[:, 1].max()))
+    for box in (face_and_landmarks, other):
+        bx0, by0, bx1, by1 = (int(round(v)) for v in box)
+        outside[max(0, by0 - 3): by1 + 4, max(0, bx0 - 3): bx1 + 4] = False
+    assert not changed[outside].any()  # nothing drawn away from the two faces
+    only_chosen = dataclasses.replace(astronaut_face, detections=astronaut_face.detections[:1])
+    assert np.array_equal(np.asarray(draw_landmarks(astronaut, only_chosen))[400:], astronaut[400:])
     zero = FaceLandmarks(np.zeros(136, np.float32), None, None, None, "x")
     assert np.array_equal(np.asarray(draw_landmarks(astronaut, [zero])), astronaut)
 
 
 def test_processor_extracts_priors_with_the_saved_backend(tmp_path, astronaut, astronaut_face):
     from transformers_emola import EmolaProcessor
-    from transformers_emola.testing_utils import build_tiny_emola
+    from transformers_emola import build_tiny_emola
 
     _, processor = build_tiny_emola(facial_prior_dim=136, facial_prior_backend="dlib")
     processor.set_facial_prior_extractor(dlib_with(upsample=1))

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from transformers_emola.inference import generate_answers, predict_faba_bench, read_jsonl
-from transformers_emola.testing_utils import build_tiny_emola
+from transformers_emola.inference import generate_answers, predict_faba_bench
+from transformers_emola.jobs import read_jsonl
+from transformers_emola import build_tiny_emola
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_wrong_prior_dimension_is_a_reported_failure(tiny, bench):
     _, failures = predict_faba_bench(model, processor, bench / "anno.json", bench, "emotion", bench / "o",
                                      max_new_tokens=2, progress=False)
     messages = {f["id"]: f["error"] for f in failures}
-    assert "holds 212 numbers, the model expects 136" in messages["face1"]
+    assert "landmarks/1.npy: facial prior has dimension 212, expected 136" in messages["face1"]
 
 
 def test_unknown_task_is_rejected(tiny, bench):

@@ -393,6 +393,14 @@ def test_evaluate_module_offline_matches_function(tmp_path):
          "kwargs": {"task": "emotion", "mode": "paper"}},
         {"inputs": {"predictions": EMOTION_PREDICTIONS, "references": EMOTION_REFERENCES, "labels": [1, 1, 4, 0, 0]},
          "kwargs": {"task": "emotion", "mode": "strict"}},
+        # every label form compute_rege takes, mixed in one call: ints, digit strings, names, AU lists
+        {"inputs": {"predictions": EMOTION_PREDICTIONS, "references": EMOTION_REFERENCES,
+                    "labels": [1, "Sadness", "4", 0, "happiness"]},
+         "kwargs": {"task": "emotion", "mode": "strict"}},
+        {"inputs": {"predictions": AU_PREDICTIONS, "references": AU_REFERENCES,
+                    "labels": [[int(au) for au in label.split(", ")] if i % 2 else label
+                               for i, label in enumerate(AU_LABELS)]},
+         "kwargs": {"task": "au", "mode": "strict"}},
     ]  # fmt: skip
     (tmp_path / "cases.json").write_text(json.dumps(cases))
     (tmp_path / "run.py").write_text(EVALUATE_SCRIPT)
@@ -408,13 +416,19 @@ def test_evaluate_module_offline_matches_function(tmp_path):
         assert by_path == expected
         assert by_helper == expected
     assert results[0][0]["s_re"] == pytest.approx((2 / 3 + 3) / 6 * 100)
+    # the same labels spelt differently score the same
+    assert results[4][0] == results[3][0]
+    assert results[5][0] == json.loads(json.dumps(compute_rege(AU_PREDICTIONS, AU_REFERENCES, AU_LABELS, task="au",
+                                                               mode="strict")))
 
 
 def test_evaluate_module_imports_shared_code():
     source = REGE_MODULE_PATH.read_text()
     assert "from transformers_emola.metrics.scoring import compute_rege" in source
     functions = [line.strip() for line in source.splitlines() if line.strip().startswith("def ")]
-    assert [f.split("(")[0] for f in functions] == ["def _info", "def _compute"]  # no duplicated scoring code
+    # no duplicated scoring code: the inputs, the label encoding that lets every label form through, the call
+    assert [f.split("(")[0] for f in functions] == ["def _encode_label", "def _info", "def add_batch", "def add",
+                                                    "def _compute"]
     card = (REGE_MODULE_PATH.parent / "README.md").read_text()
     for heading in ("## How to Use", "### Inputs", "### Output Values", "### Examples", "## Limitations"):
         assert heading in card

@@ -1,12 +1,15 @@
-"""Model cards: Hub metadata of the released cards, and the template filled by `render_model_card`."""
+"""Model cards: Hub metadata of the released cards, and the packaged template filled by `build_model_card`."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
 
-from transformers_emola.model_card import DEFAULT_TEMPLATE_PATH, render_model_card, save_model_card, template_fields
+import transformers_emola
+from transformers_emola.model_card import TEMPLATE_PATH, build_model_card, template_fields
 
 yaml = pytest.importorskip("yaml")
 
@@ -68,12 +71,14 @@ FIELDS = dict(
 
 
 def test_template_renders_every_field():
-    template = DEFAULT_TEMPLATE_PATH.read_text(encoding="utf-8")
-    assert DEFAULT_TEMPLATE_PATH == CARDS / "template.md"
-    assert {"model_id", "question", "model_index", "evaluation", "training_details"} <= template_fields(template)
-    card = render_model_card(**FIELDS)
-    assert "{{" not in card and "}}" not in card
-    metadata = front_matter(card)
+    template = TEMPLATE_PATH.read_text(encoding="utf-8")
+    assert TEMPLATE_PATH.parent == Path(transformers_emola.__file__).parent  # shipped inside the package
+    assert {"model_id", "questions", "card_data", "training_details", "s_re"} <= template_fields(template)
+    card = build_model_card(**FIELDS)
+    assert isinstance(card, ModelCard) and card.data.eval_results[0].metric_value == 55.25
+    text = str(card)
+    assert "{{" not in text and "{%" not in text
+    metadata = front_matter(text)
     assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "image-text-to-text"
     assert metadata["license"] == "llama2" and metadata["base_model"] == ["llava-hf/llava-1.5-7b-hf"]
     assert metadata["datasets"] == ["FABA-Instruct"]
@@ -82,42 +87,90 @@ def test_template_renders_every_field():
     (entry,) = metadata["model-index"]
     assert entry["name"] == "emola-7b-au-repro"
     assert entry["results"][0]["source"]["name"] == FIELDS["metrics_source"]  # quotes and colons survive YAML
-    assert 'model_id = "someone/emola-7b-au-repro"' in card
-    assert "What AUs are conveyed by this face?" in card
-    assert "`face_alignment` landmarks (136 numbers)" in card
-    assert "| 55.2 | 34.5 | 89.8 |" in card
-    assert FIELDS["training_details"] in card
+    assert 'model_id = "someone/emola-7b-au-repro"' in text
+    assert "What AUs are conveyed by this face?" in text
+    assert "`face_alignment` landmarks (136 numbers)" in text
+    assert "| 55.2 | 34.5 | 89.8 |" in text
+    assert FIELDS["training_details"] in text
 
 
 def test_template_without_metrics_and_for_emotion(tmp_path):
-    path = save_model_card(tmp_path, model_id="me/emola-emotion", task="emotion", training_details="Synthetic demo.")
-    card = path.read_text(encoding="utf-8")
-    assert path.name == "README.md" and "{{" not in card
-    metadata = front_matter(card)
-    assert "model-index" not in metadata
+    card = build_model_card("me/emola-emotion", "emotion", "Synthetic demo.")
+    card.save(tmp_path / "README.md")
+    text = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "{{" not in text
+    metadata = front_matter(text)
+    assert "model-index" not in metadata and "model_name" not in metadata
     assert "facial-expression-recognition" in metadata["tags"]
-    assert "What emotions are conveyed by this face?" in card and "Not evaluated yet" in card
-    assert "`insightface_2d106` landmarks (212 numbers)" in card
+    assert "What emotions are conveyed by this face?" in text and "Not evaluated yet" in text
+    assert "`insightface_2d106` landmarks (212 numbers)" in text
+
+
+def test_baseline_card_without_task_or_recorded_base():
+    card = str(build_model_card("me/llava-lora", None, "Full fine-tune.", use_facial_prior=False, base_model=None))
+    metadata = front_matter(card)
+    assert "base_model" not in metadata and "model-index" not in metadata
+    assert "LLaVA-LoRA baseline" in card and "facial prior expert" not in card and "FacialPriorExtractor" not in card
+    assert "built in memory" in card
+    # no task: both official questions are shown
+    assert "What AUs are conveyed by this face?" in card and "What emotions are conveyed by this face?" in card
 
 
 def test_template_errors_name_the_field():
-    with pytest.raises(ValueError, match=r"\['training_details'\]"):
-        render_model_card(model_id="me/x", task="au")
+    with pytest.raises(ValueError, match="needs training_details"):
+        build_model_card("me/x", "au", "")
     with pytest.raises(ValueError, match="task must be one of"):
-        render_model_card(model_id="me/x", task="valence", training_details="-")
-    with pytest.raises(ValueError, match=r"Unknown model-card field\(s\) \['s_rouge'\]"):
-        render_model_card(model_id="me/x", task="au", training_details="-", s_rouge=3)
+        build_model_card("me/x", "valence", "-")
+    with pytest.raises(TypeError, match="s_rouge"):
+        build_model_card("me/x", "au", "-", s_rouge=3)
     with pytest.raises(ValueError, match="both s_re and s_ge"):
-        render_model_card(model_id="me/x", task="au", training_details="-", s_re=3)
-    with pytest.raises(ValueError, match="'s_re' must be a string or a number"):
-        render_model_card(model_id="me/x", task="au", training_details="-", s_re=[1], s_ge=2)
+        build_model_card("me/x", "au", "-", s_re=3)
+    with pytest.raises(ValueError, match="'s_re' must be a number"):
+        build_model_card("me/x", "au", "-", s_re=[1], s_ge=2)
+    with pytest.raises(ValueError, match="need the task"):
+        build_model_card("me/x", None, "-", s_re=1, s_ge=2)
 
 
 def test_custom_template(tmp_path):
     template = tmp_path / "card.md"
-    template.write_text("{{ model_name }}: {{ question | json }} {{ facial_prior_dim }} {{ unset_field }}")
-    with pytest.raises(ValueError, match=r"No value for template placeholder\(s\) \['unset_field'\]"):
-        render_model_card(template, model_id="org/model", task="au", training_details="-")
-    template.write_text("{{ model_name }}: {{ question | json }} {{facial_prior_dim}}")
-    assert render_model_card(template, model_id="org/model", task="au", training_details="-") == (
+    template.write_text("{{ model_name }}: {{ questions[0] | tojson }} {{ facial_prior_dim }} {{ unset_field }}")
+    with pytest.raises(ValueError, match=r"no value for template variable\(s\) \['unset_field'\]"):
+        build_model_card("org/model", "au", "-", template_path=template)
+    template.write_text("{{ model_name }}: {{ questions[0] | tojson }} {{facial_prior_dim}}")
+    assert build_model_card("org/model", "au", "-", template_path=template).text == (
         'model: "What AUs are conveyed by this face?" 212')  # fmt: skip
+
+
+def test_an_installed_wheel_renders_a_card_from_its_packaged_template(tmp_path):
+    """Build the wheel, unpack it as pip would install it, and render a card there with no `src/` on the path."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    repo, source = Path(__file__).resolve().parents[1], tmp_path / "source"
+    # A clean copy of what the wheel is built from: pip builds in the source tree, and a stale build/ there could
+    # hand the wheel files the package no longer has.
+    shutil.copytree(repo / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("setup.py", "setup.cfg", "README.md"):
+        shutil.copy(repo / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(source)], check=True, cwd=tmp_path)
+    (wheel,) = (tmp_path / "dist").glob("transformers_emola-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert "transformers_emola/model_card_template.md" in archive.namelist()
+        archive.extractall(tmp_path / "site")
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "import emola_cli; emola_cli._defer_package_init('transformers_emola')  # the card needs no torch\n"
+        "import transformers_emola.model_card as m\n"
+        "assert m.__file__.startswith(sys.argv[1]), m.__file__\n"
+        "assert str(m.TEMPLATE_PATH).startswith(sys.argv[1]), m.TEMPLATE_PATH\n"
+        "print(m.build_model_card('me/emola-7b-au', 'au', 'From the wheel.', s_re=50.0, s_ge=30.0))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "site")], cwd=tmp_path,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr
+    metadata = front_matter(result.stdout)
+    assert metric_values(metadata) == {"s_re": 50.0, "s_ge": 30.0, "s_rege": 80.0}
+    assert "From the wheel." in result.stdout and "What AUs are conveyed by this face?" in result.stdout

@@ -9,7 +9,7 @@ from transformers import AutoProcessor, pipeline
 from transformers_emola import EmolaProcessor
 from transformers_emola.faba import EMOLA_SYSTEM_PROMPT
 from transformers_emola.processing_emola import expand_to_square
-from transformers_emola.testing_utils import build_tiny_emola
+from transformers_emola import build_tiny_emola
 
 QUESTION = "What AUs are conveyed by this face?"
 
@@ -74,7 +74,7 @@ def test_prior_errors(tiny):
     image = Image.new("RGB", (28, 28))
     with pytest.raises(ValueError, match="no facial_prior_extractor"):
         processor(images=image, text=prompt)
-    with pytest.raises(ValueError, match="one row per image: got 1 images and facial_priors of shape \\(2, 136\\)"):
+    with pytest.raises(ValueError, match="one row per image; got 1 image\\(s\\) and shape \\(2, 136\\)"):
         processor(images=image, text=prompt, facial_priors=np.zeros((2, 136)))
     with pytest.raises(ValueError, match="without images"):
         processor(text="hello", facial_priors=np.zeros((1, 136)))

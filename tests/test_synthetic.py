@@ -411,7 +411,7 @@ def test_synth_command(tmp_path, capsys):
 
 
 def test_failed_samples_are_reported_after_the_others_are_written(tmp_path, monkeypatch, capsys):
-    import transformers_emola.synthetic as synthetic
+    import transformers_emola.synthetic.dataset as synthetic
 
     original = synthetic.synthetic_faba_sample
 

@@ -1,5 +1,6 @@
 """EmoLA's training recipe: label masking, LoRA targets, optimizer groups, a tiny run, merge + pipeline, resume."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +13,21 @@ from trl import ModelConfig, TrlParser
 from transformers_emola import EmolaForConditionalGeneration, EmolaProcessor
 from transformers_emola.data import assistant_answers, load_faba_instruct
 from transformers_emola.synthetic import write_synthetic_faba
-from transformers_emola.testing_utils import build_tiny_emola
+from transformers_emola import build_tiny_emola
 from transformers_emola.training import (
     EmolaDataCollator,
-    _resolve_resume,
     EmolaScriptArguments,
     EmolaSFTConfig,
     build_lora_config,
     build_trainer,
     emola_parameter_groups,
-    generate_model_card,
+    format_summary,
     language_model_linear_names,
     load_model_and_processor,
     merge_adapter_checkpoint,
+    resolve_resume,
     train_emola,
+    training_model_card,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,33 +164,69 @@ def test_optimizer_groups_have_the_paper_learning_rates(faba, tmp_path):
         1e-5, 0.0, 2)
 
 
+def load_example(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def tiny_run(faba, tmp_path_factory):
+    """The documented CPU recipe: examples/tiny_emola.py saves the tiny model, tiny_cpu.yaml fine-tunes it."""
     root, paths, _ = faba
-    output_dir = tmp_path_factory.mktemp("run") / "emola-tiny-au"
+    run_dir = tmp_path_factory.mktemp("run")
+    tiny_dir = load_example("tiny_emola").main(["--output_dir", str(run_dir / "tiny-emola"), "--annotations",
+                                                str(paths["train_au"]), "--seed", "1"])
+    output_dir = run_dir / "emola-tiny-au"
     parser = TrlParser((EmolaScriptArguments, EmolaSFTConfig, ModelConfig))
     script_args, training_args, model_args = parser.parse_args_and_config([
-        "--config", str(REPO / "examples" / "recipes" / "tiny_cpu.yaml"),
+        "--config", str(REPO / "examples" / "recipes" / "tiny_cpu.yaml"), "--model_name_or_path", tiny_dir,
         "--train_annotations", str(paths["train_au"]), "--image_root", str(root),
         "--output_dir", str(output_dir), "--max_steps", "30", "--save_strategy", "no", "--disable_tqdm", "true",
     ])
     summary = train_emola(script_args, training_args, model_args)
-    return summary, output_dir
+    return summary, output_dir, tiny_dir
 
 
 def test_tiny_recipe_learns(tiny_run):
-    summary, output_dir = tiny_run
+    summary, output_dir, tiny_dir = tiny_run
     assert summary["global_step"] == 30 and summary["train_samples"] == 24
     losses = [e["loss"] for e in summary["trainer"].state.log_history if "loss" in e]
     assert len(losses) == 6  # logging_steps 5
     assert losses[-1] < losses[0] - 0.8 and np.mean(losses[-2:]) < np.mean(losses[:2])
     assert summary["train_samples_per_second"] > 0 and summary["peak_memory_bytes"] > 0
     assert (output_dir / "adapter_model.safetensors").is_file() and (output_dir / "adapter_config.json").is_file()
-    assert "tiny random model" in (output_dir / "README.md").read_text()
+    card = (output_dir / "README.md").read_text()
+    assert f"base_model:\n- {tiny_dir}" in card and "| lora_r | 16 |" in card and "PEFT LoRA" in card
+    assert "steps: 30   samples: 24" in format_summary(summary)
+
+
+def test_emola_train_is_the_example_script(tiny_run, faba, tmp_path, capsys):
+    """`emola train` parses the dataclasses of examples/sft_emola.py with TrlParser: same options, same run."""
+    from safetensors.torch import load_file
+
+    from transformers_emola.cli import main as emola
+
+    root, paths, _ = faba
+    common = ["--config", str(REPO / "examples" / "recipes" / "tiny_cpu.yaml"), "--model_name_or_path", tiny_run[2],
+              "--train_annotations", str(paths["train_au"]), "--image-root", str(root), "--max_steps", "2",
+              "--save_strategy", "no", "--disable_tqdm", "true", "--merge", "false", "--logging_steps", "1"]
+    assert emola(["train", *common, "--output_dir", str(tmp_path / "cli")]) == 0
+    assert "==== EmoLA training summary ====" in capsys.readouterr().out
+    load_example("sft_emola").main([*common, "--output_dir", str(tmp_path / "script")])
+    by_cli = load_file(tmp_path / "cli" / "adapter_model.safetensors")
+    by_script = load_file(tmp_path / "script" / "adapter_model.safetensors")
+    assert by_cli.keys() == by_script.keys() and len(by_cli) > 0
+    for name in by_cli:
+        assert torch.equal(by_cli[name], by_script[name]), name
+    assert not (tmp_path / "cli" / "merged").exists()  # --merge false, given after the recipe's merge: true
 
 
 def test_merged_checkpoint_loads_and_generates_through_pipeline(tiny_run, faba):
-    summary, output_dir = tiny_run
+    summary, output_dir, _ = tiny_run
     _, _, dataset = faba
     merged_dir = output_dir / "merged"
     assert (merged_dir / "model.safetensors").is_file()
@@ -265,8 +303,8 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(faba, tmp_pat
     for name in reference:
         torch.testing.assert_close(state[name], reference[name], rtol=0, atol=0, msg=name)
     # `--resume_from_checkpoint true` picks the newest checkpoint of output_dir
-    assert _resolve_resume("true", str(tmp_path / "killed")) == str(tmp_path / "killed" / "checkpoint-8")
-    assert _resolve_resume("true", str(tmp_path / "empty")) is None
+    assert resolve_resume("true", str(tmp_path / "killed")) == str(tmp_path / "killed" / "checkpoint-8")
+    assert resolve_resume("true", str(tmp_path / "empty")) is None
 
 
 def test_starts_from_an_hf_llava_checkpoint(faba, tmp_path):
@@ -323,10 +361,27 @@ def test_starts_from_an_hf_llava_checkpoint(faba, tmp_path):
         load_model_and_processor(str(output_dir / "merged"), use_facial_prior=False)
 
 
-def test_model_card_uses_the_repository_template():
-    card = generate_model_card("me/emola-7b-au", "llava-hf/llava-1.5-7b-hf", "au",
-                               facial_prior_backend="insightface_2d106", hyperparameters={"learning_rate": 1e-4})
+def test_training_card_is_the_packaged_template_with_the_run_details():
+    card = str(training_model_card("me/emola-7b-au", "llava-hf/llava-1.5-7b-hf", "au",
+                                   facial_prior_backend="insightface_2d106", hyperparameters={"learning_rate": 1e-4}))
     assert card.startswith("---") and "{{" not in card and '"me/emola-7b-au"' in card
-    assert "| learning_rate | 0.0001 |" in card
-    baseline = generate_model_card("me/llava-lora-au", "llava-hf/llava-1.5-7b-hf", "au", use_facial_prior=False)
-    assert "LLaVA-LoRA baseline" in baseline and "Facial priors" not in baseline
+    assert "| learning_rate | 0.0001 |" in card and "- trl" in card
+    assert "`insightface_2d106` landmarks (212 numbers)" in card
+    baseline = str(training_model_card("me/llava-lora-au", "llava-hf/llava-1.5-7b-hf", "au", use_facial_prior=False))
+    assert "LLaVA-LoRA baseline" in baseline and "facial prior expert" not in baseline
+
+
+def test_a_model_built_in_memory_is_trained_by_the_same_recipe(faba, tmp_path):
+    root, paths, dataset = faba
+    model, processor = tiny_model(dataset)
+    script_args = EmolaScriptArguments(train_annotations=str(paths["train_au"]), image_root=str(root),
+                                       facial_prior_backend="face_alignment")
+    summary = train_emola(script_args, tiny_args(tmp_path / "run", max_steps=2), ModelConfig(use_peft=False),
+                          model=model, processor=processor)
+    assert summary["global_step"] == 2 and summary["trainer"].model is model  # full fine-tuning, no adapter
+    assert json.loads((tmp_path / "run" / "emola_base.json").read_text())["base_model"] is None
+    assert "built in memory" in (tmp_path / "run" / "README.md").read_text()
+    with pytest.raises(ValueError, match="built in memory"):
+        merge_adapter_checkpoint(tmp_path / "run")
+    with pytest.raises(ValueError, match="model_name_or_path is required"):
+        train_emola(script_args, tiny_args(tmp_path / "other", max_steps=1))

@@ -28,9 +28,11 @@ def __getattr__(name):
     lazy = {
         "FacialPriorExtractor": "facial_prior",
         "FaceLandmarks": "facial_prior",
+        "FaceNotFoundError": "facial_prior",
         "load_image": "facial_prior",
         "load_rege": "metrics",
         "compute_rege": "metrics",
+        "build_tiny_emola": "tiny",
     }
     if name in lazy:
         import importlib
@@ -50,7 +52,9 @@ __all__ = [
     "EmolaProcessor",
     "FacialAffectAnalysisPipeline",
     "FaceLandmarks",
+    "FaceNotFoundError",
     "FacialPriorExtractor",
+    "build_tiny_emola",
     "compute_rege",
     "load_image",
     "load_rege",

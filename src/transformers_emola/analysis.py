@@ -1,16 +1,15 @@
 """Batch facial affect analysis of image files: the library behind `emola analyze`.
 
-Results are appended to `results.jsonl` batch by batch (flushed and fsync'ed), so a killed run loses at most one
-batch and a restarted run skips the images that already have a result. `results.csv` (one row per face, one 0/1
-column per FABA AU, like py-feat's tables) and `failures.json` are regenerated from the JSONL at the end, so they
-always describe everything the output folder holds. An image that cannot be read or has no face is recorded with
-its `status` and error and retried on the next run; it never stops the others.
+Runs on `jobs.run_job`: results are appended to `results.jsonl` batch by batch (flushed and fsync'ed), so a killed
+run loses at most one batch and a restarted run skips the images that already have a result. `results.csv` (one
+row per face, one 0/1 column per FABA AU, like py-feat's tables) is regenerated from the JSONL at the end, so it
+always describes everything the output folder holds. An image that cannot be read or has no face is recorded with
+its `status` and error (in the JSONL and in `failures.json`) and retried on the next run; it never stops the others.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,37 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from .inference import append_jsonl, read_jsonl, truncate_partial_line
 from .faba import FABA_AUS, normalize_tasks
-from .pipeline_facial_affect import FaceNotFoundError
+from .facial_prior import FaceNotFoundError, FacialPriorWeightsError, find_images, output_names
+from .jobs import Shard, is_failure, latest_rows, read_jsonl, run_job
 
-#: File endings read when a folder is given (case-insensitive).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 #: Row `status` values: "ok", or why the image has no result.
 STATUSES = ("ok", "unreadable", "no_face", "error")
 AU_COLUMNS = [f"AU{number}" for number in FABA_AUS]
 CSV_COLUMNS = (["image", "status", "error", "emotion"] + AU_COLUMNS
                + ["face_x0", "face_y0", "face_x1", "face_y1", "face_score", "au_unparsed", "emotion_unparsed",
                   "negated_aus", "au_description", "emotion_description", "visualization"])
-
-
-def find_images(paths: list[str | os.PathLike]) -> list[Path]:
-    """Image files of `paths`: files as given, folders walked recursively (sorted, by extension), no duplicates.
-
-    A path that does not exist raises FileNotFoundError naming it (a typo should not start a long run).
-    """
-    missing = [os.fspath(path) for path in paths if not os.path.exists(path)]
-    if missing:
-        raise FileNotFoundError(f"No such file or folder: {', '.join(missing)}")
-    found: dict[Path, None] = {}
-    for path in map(Path, paths):
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix.lower() in IMAGE_EXTENSIONS:
-                    found.setdefault(child.absolute(), None)
-        else:
-            found.setdefault(path.absolute(), None)
-    return list(found)
 
 
 @dataclass
@@ -116,17 +94,10 @@ def load_analyzer(
     return analyzer
 
 
-def _failure_row(image: str, status: str, error: BaseException | str, tasks: tuple[str, ...]) -> dict:
-    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+def _failure_row(image: str, status: str, error: BaseException, tasks: tuple[str, ...]) -> dict:
+    # A missing face is a fact of the image; how to analyse it anyway is worded by the caller (option or flag).
+    message = error.reason if isinstance(error, FaceNotFoundError) else f"{type(error).__name__}: {error}"
     return {"image": image, "status": status, "error": message, "tasks": list(tasks)}
-
-
-def _visualization_name(image: Path, root: Path) -> Path:
-    try:
-        relative = image.relative_to(root)
-    except ValueError:
-        relative = Path(*image.parts[1:])
-    return Path("visualizations") / relative.with_name(relative.name + ".png")
 
 
 def analyze_images(
@@ -137,96 +108,69 @@ def analyze_images(
     batch_size: int = 8,
     visualize: bool = False,
     progress: bool = True,
+    shard: Shard = Shard(),
     **generate_kwargs: Any,
 ) -> AnalysisReport:
     """Analyse every image of `paths` (files or folders) with `analyzer` (a `FacialAffectAnalysisPipeline`) into
     `out_dir/results.jsonl`, `results.csv` and `failures.json`, resuming where a previous run stopped.
 
     `generate_kwargs` (e.g. `max_new_tokens`) go to `generate`. With `visualize`, one PNG per analysed image with the
-    face box, landmarks, AUs and emotion is written under `out_dir/visualizations/`.
+    face box, landmarks, AUs and emotion is written under `out_dir/visualizations/`, named after the image
+    (`photos/sub/a.jpg` -> `visualizations/sub/a.png`).
     """
-    from .facial_prior import FacialPriorWeightsError
+    from .pipeline_facial_affect import build_result
 
     tasks = normalize_tasks(tasks)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     images = find_images(paths)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = AnalysisReport(out_dir / "results.jsonl", out_dir / "results.csv", out_dir / "failures.json")
-    truncate_partial_line(report.results_path)
-    done = {row["image"] for row in read_jsonl(report.results_path)
-            if row.get("status") == "ok" and set(tasks) <= set(row.get("tasks", ()))}
-    pending = [image for image in images if str(image) not in done]
-    report.skipped = len(images) - len(pending)
-    root = Path(os.path.commonpath([str(image.parent) for image in images])) if images else out_dir
+    drawings = {str(image): Path("visualizations") / name for image, name in output_names(images, ".png").items()}
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    def is_done(image: Path, row: dict | None) -> bool:
+        return row is not None and not is_failure(row) and set(tasks) <= set(row.get("tasks", ()))
 
-        bar = tqdm(total=len(images), initial=report.skipped, desc="emola analyze", unit="image")
-    for start in range(0, len(pending), batch_size):
-        chunk = pending[start : start + batch_size]
-        rows, items = [], []
-        for image in chunk:
+    def process(batch: list[Path]) -> list[dict]:
+        rows, items = {}, []
+        for image in batch:
             name = str(image)
             try:
                 loaded = analyzer.load(name)
             except (ValueError, OSError) as error:
-                rows.append(_failure_row(name, "unreadable", error, tasks))
+                rows[name] = _failure_row(name, "unreadable", error, tasks)
                 continue
             try:
                 items.append((name, analyzer.detect(loaded)))
-            except (ImportError, FacialPriorWeightsError):
-                raise  # the backend itself is unusable: every image would fail the same way
             except FaceNotFoundError as error:
-                rows.append(_failure_row(name, "no_face", error, tasks))
+                rows[name] = _failure_row(name, "no_face", error, tasks)
             except (ValueError, OSError) as error:
-                rows.append(_failure_row(name, "error", error, tasks))
+                if isinstance(error, FacialPriorWeightsError):
+                    raise  # the backend itself is unusable: every image would fail the same way
+                rows[name] = _failure_row(name, "error", error, tasks)
         if items:
-            try:
-                descriptions = analyzer.generate_descriptions([item for _, item in items], tasks,
-                                                              generate_kwargs=generate_kwargs)
-            except Exception as error:  # noqa: BLE001  (record the batch as failed and go on with the next one)
-                rows.extend(_failure_row(name, "error", error, tasks) for name, _ in items)
-            else:
-                from .pipeline_facial_affect import build_result
+            descriptions = analyzer.generate_descriptions([item for _, item in items], tasks,
+                                                          generate_kwargs=generate_kwargs)
+            for (name, item), texts in zip(items, descriptions):
+                row = {"image": name, "status": "ok", "error": None, "tasks": list(tasks),
+                       **build_result(texts, item["face"])}
+                if visualize:
+                    target = drawings[name]
+                    (out_dir / target).parent.mkdir(parents=True, exist_ok=True)
+                    draw_analysis(item["image"], row).save(out_dir / target)
+                    row["visualization"] = target.as_posix()
+                rows[name] = row
+        return [rows[str(image)] for image in batch]
 
-                for (name, item), texts in zip(items, descriptions):
-                    row = {"image": name, "status": "ok", "error": None, "tasks": list(tasks),
-                           **build_result(texts, item["face"])}
-                    if visualize:
-                        target = _visualization_name(Path(name), root)
-                        (out_dir / target).parent.mkdir(parents=True, exist_ok=True)
-                        draw_analysis(item["image"], row).save(out_dir / target)
-                        row["visualization"] = target.as_posix()
-                    rows.append(row)
-        order = {str(image): i for i, image in enumerate(chunk)}
-        rows.sort(key=lambda row: order[row["image"]])
-        append_jsonl(report.results_path, rows)
-        report.analyzed += sum(row["status"] == "ok" for row in rows)
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-
-    latest = latest_rows(report.results_path)
-    write_results_csv(latest, report.csv_path)
-    wanted = {str(image) for image in images}
-    report.failures = [{"image": row["image"], "status": row["status"], "error": row.get("error")}
-                       for row in latest if row["image"] in wanted and row["status"] != "ok"]
-    report.failures_path.write_text(json.dumps(report.failures, indent=2), encoding="utf-8")
+    job = run_job(
+        images, process, key=str, key_field="image", log_path=out_dir / "results.jsonl",
+        failures_path=out_dir / "failures.json", batch_size=batch_size, is_done=is_done,
+        failure_row=lambda image, error: _failure_row(str(image), "error", error, tasks), log_failures=True,
+        fatal=(ImportError, FacialPriorWeightsError), progress=progress, description="emola analyze", unit="image",
+        shard=shard,
+    )
+    report = AnalysisReport(job.log_path, out_dir / "results.csv", job.failures_path, analyzed=job.done,
+                            skipped=job.skipped, failures=job.failures)
+    write_results_csv(latest_rows(read_jsonl(report.results_path), "image").values(), report.csv_path)
     return report
-
-
-def latest_rows(results_path: str | os.PathLike) -> list[dict]:
-    """The last row of every image in a `results.jsonl` (a retried image keeps only its newest outcome)."""
-    latest: dict[str, dict] = {}
-    for row in read_jsonl(results_path):
-        latest.pop(row["image"], None)
-        latest[row["image"]] = row
-    return list(latest.values())
 
 
 def _csv_value(value):
@@ -237,21 +181,22 @@ def _csv_value(value):
     return value
 
 
-def results_to_csv_rows(rows: list[dict]) -> list[dict]:
-    """Flat table rows (`CSV_COLUMNS`): one per face, AU columns 1/0 when the AU question was asked, else empty."""
+def results_to_csv_rows(rows) -> list[dict]:
+    """Flat table rows (`CSV_COLUMNS`): one per face. AU columns are 1/0 when the AU answer was read, and empty when
+    the AU question was not asked or its answer names no AU (`au_unparsed`), so 0 always means "read as absent"."""
     table = []
     for row in rows:
+        flags = row.get("flags") or {}
         ok = row.get("status") == "ok"
-        asked_au = ok and "au" in row.get("tasks", ())
+        read_aus = ok and "au" in row.get("tasks", ()) and not flags.get("au_unparsed")
         present = {au["number"] for au in row.get("aus") or ()}
         box = row.get("face_box") or [None] * 4
-        flags = row.get("flags") or {}
         entry = {
             "image": row["image"],
             "status": row.get("status"),
             "error": row.get("error"),
             "emotion": row.get("emotion"),
-            **{f"AU{number}": (int(number in present) if asked_au else None) for number in FABA_AUS},
+            **{f"AU{number}": (int(number in present) if read_aus else None) for number in FABA_AUS},
             "face_x0": box[0], "face_y0": box[1], "face_x1": box[2], "face_y1": box[3],
             "face_score": row.get("face_score"),
             "au_unparsed": flags.get("au_unparsed"),
@@ -265,7 +210,7 @@ def results_to_csv_rows(rows: list[dict]) -> list[dict]:
     return table
 
 
-def write_results_csv(rows: list[dict], path: str | os.PathLike) -> None:
+def write_results_csv(rows, path: str | os.PathLike) -> None:
     """Write `results_to_csv_rows(rows)` atomically (a kill never leaves a half-written table)."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
@@ -314,11 +259,8 @@ __all__ = [
     "AU_COLUMNS",
     "AnalysisReport",
     "CSV_COLUMNS",
-    "IMAGE_EXTENSIONS",
     "analyze_images",
     "draw_analysis",
-    "find_images",
-    "latest_rows",
     "load_analyzer",
     "results_to_csv_rows",
     "write_results_csv",

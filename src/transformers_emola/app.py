@@ -25,7 +25,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .analysis import draw_analysis
-from .pipeline_facial_affect import FaceNotFoundError, normalize_tasks
+from .faba import normalize_tasks
+from .facial_prior import FaceNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def load_app_pipeline(
     """The `facial-affect-analysis` pipeline of `model` (a folder, a Hub id, or `"tiny"`), with faces required.
 
     Detection always runs with `on_missing_face="error"`; the app applies the page's choice itself, per request.
-    `"tiny"` saves a tiny random EmoLA (`testing_utils.build_tiny_emola`) to a temporary folder and loads that, so
+    `"tiny"` saves a tiny random EmoLA (`tiny.build_tiny_emola`) to a temporary folder and loads that, so
     the page and its tests run offline; its answers are random text.
     """
     from .analysis import load_analyzer
@@ -91,7 +92,7 @@ def load_app_pipeline(
     if backend is not None and backend not in APP_BACKENDS:
         raise ValueError(f"backend {backend!r} cannot analyse uploaded photos; choose one of {list(APP_BACKENDS)}")
     if os.fspath(model) == TINY_MODEL:
-        from .testing_utils import build_tiny_emola
+        from .tiny import build_tiny_emola
 
         tiny_model, tiny_processor = build_tiny_emola()
         with tempfile.TemporaryDirectory(prefix="emola-app-tiny-") as folder:  # loaded into memory, then deleted

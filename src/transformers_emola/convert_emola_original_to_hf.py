@@ -39,7 +39,8 @@ from typing import Any
 
 import torch
 
-from .configuration_emola import FACIAL_PRIOR_DIMS, EmolaConfig
+from .configuration_emola import EmolaConfig
+from .faba import FACIAL_PRIOR_BACKENDS, FACIAL_PRIOR_DIMS
 
 logger = logging.getLogger(__name__)
 
@@ -634,8 +635,7 @@ def build_emola_from_original(
     )
 
     image_processor = _eval_image_processor(tower_path, base_path, image_size)
-    from .facial_prior import BACKEND_DIMS
-
+    landmark_backends = [name for name in FACIAL_PRIOR_BACKENDS if name != "precomputed"]
     processor = EmolaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -644,7 +644,7 @@ def build_emola_from_original(
         num_additional_image_tokens=1,
         use_facial_prior=True,
         pad_to_square=False,  # as the official evaluation (training pads; see the model card)
-        facial_prior_extractor={"backend": facial_prior_backend} if facial_prior_backend in BACKEND_DIMS else None,
+        facial_prior_extractor={"backend": facial_prior_backend} if facial_prior_backend in landmark_backends else None,
     )
     return model, processor, summary
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .faba import TASK_QUESTIONS, TASKS, VICUNA_V1_SYSTEM_PROMPT
+from .faba import TASK_QUESTIONS, TASKS
+from .facial_prior.priors import as_prior_array, load_prior
 
 logger = logging.getLogger(__name__)
 
@@ -192,22 +193,10 @@ def eval_messages(task: str, system_prompt: str | None = None, answer: str | Non
 
 
 def _load_prior(path: str, dim: int | None) -> tuple[np.ndarray | None, str | None]:
-    if not os.path.isfile(path):
-        return None, f"facial prior file not found: {path}"
     try:
-        prior = np.load(path, allow_pickle=False)
-    except Exception as error:  # corrupt or not an .npy file
-        return None, f"cannot read facial prior {path}: {type(error).__name__}: {error}"
-    prior = np.asarray(prior)
-    if prior.ndim == 2 and prior.shape[0] == 1:  # (1, dim) as some extractors save it
-        prior = prior[0]
-    if prior.ndim != 1 or not np.issubdtype(prior.dtype, np.number):
-        return None, f"facial prior {path} must be a 1-D numeric vector, got shape {prior.shape} {prior.dtype}"
-    if dim is not None and prior.shape[0] != dim:
-        return None, f"facial prior {path} has dimension {prior.shape[0]}, expected {dim}"
-    if not np.isfinite(prior).all():
-        return None, f"facial prior {path} contains NaN or inf"
-    return prior.astype(np.float32), None
+        return load_prior(path, dim=dim), None
+    except (OSError, ValueError) as error:  # one problem of the row, reported with all the others
+        return None, str(error)
 
 
 def _label_text(label: Any) -> tuple[str | None, str | None]:
@@ -325,11 +314,7 @@ class _ExtractPriors:
                 image = handle.convert("RGB")
             image.filename = path  # extractors name failures (and the precomputed backend finds files) by it
             images.append(image)
-        priors = np.asarray(self.extractor(images), dtype=np.float32)
-        if priors.ndim != 2 or priors.shape[0] != len(paths):
-            raise ValueError(f"the extractor returned shape {priors.shape} for {len(paths)} images; "
-                             "expected (num_images, dim)")
-        return priors
+        return as_prior_array(self.extractor(images), num_images=len(paths), name="the extractor's output")
 
     def __call__(self, batch: dict) -> dict:
         paths = [images[0] for images in batch["images"]]
@@ -347,12 +332,11 @@ class _ExtractPriors:
                     errors.append(f"facial prior extraction failed for {path}: {type(error).__name__}: {error}")
         priors = []
         for i, prior in enumerate(rows):
-            if prior is not None and self.dim is not None and prior.shape[0] != self.dim:
-                errors[i] = f"the extractor returned a {prior.shape[0]}-d prior for {paths[i]}, expected {self.dim}"
-                prior = None
-            if prior is not None and not np.isfinite(prior).all():
-                errors[i] = f"the extractor returned NaN or inf for {paths[i]}"
-                prior = None
+            if prior is not None and self.dim is not None:
+                try:
+                    as_prior_array(prior, dim=self.dim, name=f"the extractor's prior for {paths[i]}")
+                except ValueError as error:
+                    errors[i], prior = str(error), None
             priors.append(prior.tolist() if prior is not None else None)
         return {"facial_priors": priors, "_prior_error": errors}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .faba import TASKS
@@ -22,26 +22,32 @@ from .faba import TASKS
 class DemoArguments:
     """Options of `emola demo` (defaults: the offline toy that finishes in a few minutes on 2 CPU cores)."""
 
-    out: str = "emola_demo"
-    model: str = "tiny"  # "tiny", or an EmoLA / HF LLaVA-1.5 checkpoint
-    annotations: str | None = None  # a FABA-Instruct folder or training .json (default: generate synthetic data)
-    data_root: str | None = None  # folder the image/landmark paths are relative to
-    tasks: tuple[str, ...] = TASKS
-    num_train: int = 200  # synthetic training faces per task
-    num_eval: int = 24  # held-out synthetic faces per task
-    image_size: int = 56
-    epochs: float = 5.0
-    batch_size: int = 8
-    learning_rate: float = 2e-3
-    prior_learning_rate: float | None = None  # facial-prior projector (None: learning_rate)
-    hidden_size: int = 64
-    num_hidden_layers: int = 2
-    max_new_tokens: int = 120
-    use_facial_prior: bool = True
-    evaluate_before: bool = True
-    seed: int = 0
-    num_threads: int | None = None
-    progress: bool = True
+    out: str = field(default="emola_demo", metadata={"help": "output folder: report.json, report.md, plots, model"})
+    model: str = field(default="tiny", metadata={
+        "help": "'tiny' (a random tiny EmoLA built offline) or an EmoLA / HF LLaVA-1.5 checkpoint (LoRA recipe)"})
+    annotations: str | None = field(default=None, metadata={
+        "help": "FABA-Instruct folder with {train,eval}_{task}_anno.json (default: none, synthetic data)"})
+    data_root: str | None = field(default=None, metadata={
+        "help": "folder the image and landmark paths of --annotations are relative to (default: none)"})
+    tasks: tuple[str, ...] = field(default=TASKS, metadata={"help": "tasks to train and evaluate", "choices": TASKS})
+    num_train: int = field(default=200, metadata={"help": "synthetic training faces per task"})
+    num_eval: int = field(default=24, metadata={"help": "held-out synthetic faces per task"})
+    image_size: int = field(default=56, metadata={"help": "synthetic image side and tiny CLIP input size, pixels"})
+    epochs: float = field(default=5.0, metadata={"help": "training epochs"})
+    batch_size: int = field(default=8, metadata={"help": "training and generation batch size"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "learning rate (the multimodal projector's too)"})
+    prior_learning_rate: float | None = field(default=None, metadata={
+        "help": "learning rate of the facial-prior projector (default: --learning-rate)"})
+    hidden_size: int = field(default=64, metadata={"help": "tiny model: width of the language model"})
+    num_hidden_layers: int = field(default=2, metadata={"help": "tiny model: depth of the language model"})
+    max_new_tokens: int = field(default=120, metadata={"help": "longest generated answer when evaluating"})
+    use_facial_prior: bool = field(default=True, metadata={
+        "help": "train the LLaVA baseline without the facial prior token (the ablation)"})
+    evaluate_before: bool = field(default=True, metadata={"help": "skip the REGE evaluation before training"})
+    seed: int = field(default=0, metadata={"help": "seed of the data, the tiny model and training"})
+    num_threads: int | None = field(default=None, metadata={
+        "help": "torch CPU threads (default: torch's choice; 1 is fastest for the tiny model on a busy machine)"})
+    progress: bool = field(default=True, metadata={"help": "hide the progress bars"})
 
 
 def _synthetic_data(args: DemoArguments, root: Path) -> dict[str, Path]:
@@ -131,12 +137,23 @@ def format_table(before: dict | None, after: dict, tasks) -> str:
     return "\n".join(lines)
 
 
+def _tiny_model(args: DemoArguments, train_file: Path, data_root: Path):
+    """The demo's tiny random EmoLA: its tokenizer learns the training answers' vocabulary."""
+    from .data import assistant_answers, load_faba_instruct
+    from .tiny import build_tiny_emola
+
+    train_rows = load_faba_instruct(train_file, image_root=data_root, split="train",
+                                    use_facial_prior=args.use_facial_prior)
+    return build_tiny_emola(texts=assistant_answers(train_rows), vocab_size=600, hidden_size=args.hidden_size,
+                            num_hidden_layers=args.num_hidden_layers, image_size=args.image_size,
+                            facial_prior_backend="synthetic", use_facial_prior=args.use_facial_prior, seed=args.seed)
+
+
 def run_demo(args: DemoArguments) -> dict:
     """Run every stage and write `args.out/report.json`, `report.md`, `loss.png` and per-task reports/plots."""
     import torch
     from trl import ModelConfig
 
-    from .data import assistant_answers, load_faba_instruct
     from .training import EmolaScriptArguments, EmolaSFTConfig, load_model_and_processor, train_emola
 
     unknown = set(args.tasks) - set(TASKS)
@@ -158,23 +175,17 @@ def run_demo(args: DemoArguments) -> dict:
     train_file = _combined_training_file(paths, args.tasks, out / "train_all_anno.json")
     timings["data_s"] = time.perf_counter() - started
 
-    # 2-3. the starting model (for "tiny", its tokenizer learns the training answers' vocabulary) and its REGE
+    # 2-3. the starting model and its REGE
     tiny = args.model == "tiny"
-    tiny_kwargs = {"vocab_size": 600, "hidden_size": args.hidden_size,
-                   "num_hidden_layers": args.num_hidden_layers, "image_size": args.image_size}
+    backend = "synthetic" if tiny else "insightface_2d106"
     before = None
     mark = time.perf_counter()
     if args.evaluate_before:
-        texts = ()
         if tiny:
-            train_rows = load_faba_instruct(train_file, image_root=data_root, split="train",
-                                            use_facial_prior=args.use_facial_prior)
-            texts = assistant_answers(train_rows)
-        model, processor = load_model_and_processor(
-            args.model, use_facial_prior=args.use_facial_prior, facial_prior_backend="synthetic" if tiny else
-            "insightface_2d106", facial_prior_dim=136 if tiny else None, texts=texts, tiny_kwargs=tiny_kwargs,
-            seed=args.seed,
-        )
+            model, processor = _tiny_model(args, train_file, data_root)
+        else:
+            model, processor = load_model_and_processor(args.model, use_facial_prior=args.use_facial_prior,
+                                                        facial_prior_backend=backend)
         before = _evaluate(model, processor, paths, data_root, args.tasks, out / "before", args)
         del model
     timings["evaluate_before_s"] = time.perf_counter() - mark
@@ -183,10 +194,7 @@ def run_demo(args: DemoArguments) -> dict:
     mark = time.perf_counter()
     script_args = EmolaScriptArguments(
         train_annotations=str(train_file), image_root=str(data_root), use_facial_prior=args.use_facial_prior,
-        facial_prior_backend="synthetic" if tiny else "insightface_2d106", merge=True,
-        merged_output_dir=str(out / "model"), num_threads=args.num_threads, tiny_vocab_size=600,
-        tiny_hidden_size=args.hidden_size, tiny_num_hidden_layers=args.num_hidden_layers,
-        tiny_image_size=args.image_size,
+        facial_prior_backend=backend, merge=True, merged_output_dir=str(out / "model"), num_threads=args.num_threads,
     )
     training_args = EmolaSFTConfig(
         output_dir=str(out / "checkpoints"), use_cpu=not torch.cuda.is_available(), bf16=False, report_to=[],
@@ -196,10 +204,16 @@ def run_demo(args: DemoArguments) -> dict:
         seed=args.seed, dataloader_num_workers=0, disable_tqdm=not args.progress, max_length=None,
         gradient_checkpointing=not tiny,  # memory is no issue for the tiny model; speed is
     )
-    # the tiny LM is random: train it in full; a real LLM gets EmoLA's LoRA (r=128, alpha=256)
-    model_args = ModelConfig(model_name_or_path=args.model, use_peft=not tiny, lora_r=128, lora_alpha=256,
-                             lora_dropout=0.05)
-    summary = train_emola(script_args, training_args, model_args)
+    if tiny:
+        # the tiny LM is random: train it in full (the recipe's trainer without LoRA)
+        model, processor = _tiny_model(args, train_file, data_root)
+        summary = train_emola(script_args, training_args, ModelConfig(use_peft=False), model=model.train(),
+                              processor=processor)
+    else:
+        # a real LLM gets EmoLA's LoRA (r=128, alpha=256)
+        model_args = ModelConfig(model_name_or_path=args.model, use_peft=True, lora_r=128, lora_alpha=256,
+                                 lora_dropout=0.05)
+        summary = train_emola(script_args, training_args, model_args)
     log_history = summary["trainer"].state.log_history
     timings["train_s"] = time.perf_counter() - mark
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .faba import AU_NAMES, EMOTIONS, TASKS
@@ -16,6 +18,7 @@ from .metrics.scoring import compute_au_f1_folds, compute_fer_accuracy, compute_
 
 
 __all__ = [
+    "EvaluationReport",
     "PREDICTION_FIELDS",
     "evaluate_model",
     "format_summary",
@@ -267,41 +270,53 @@ def format_summary(result: dict, paths: dict[str, Path]) -> str:
             "report: " + ", ".join(str(p) for p in paths.values()))
 
 
-def evaluate_model(args) -> int:
-    """`emola evaluate --model DIR --annotations FILE --data-root DIR --task T --out DIR`: generate, score, report.
+@dataclass
+class EvaluationReport:
+    """What `evaluate_model` produced: the REGE result, the report files, the predictions and the failed samples."""
 
-    Generation resumes from `out/predictions.jsonl`; samples that cannot be read are listed in `out/failures.json`
-    and make the exit code 1 (everything else is still scored).
+    result: dict
+    paths: dict[str, Path]
+    predictions_path: Path
+    failures: list[dict] = field(default_factory=list)
+
+
+def evaluate_model(
+    model: str | os.PathLike,
+    annotations: str | os.PathLike,
+    data_root: str | os.PathLike,
+    task: str,
+    out_dir: str | os.PathLike,
+    *,
+    mode: str = "paper",
+    au_set: str = "faba",
+    batch_size: int = 8,
+    max_new_tokens: int = 512,
+    limit: int | None = None,
+    plots: bool = True,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Generate answers for FABA-Bench with the checkpoint `model`, score them with REGE and write the report.
+
+    Generation resumes from `out_dir/predictions.jsonl`; samples that cannot be read are listed in
+    `out_dir/failures.json` and in the returned report (everything else is still scored). Runs on the GPU in
+    float16 when there is one.
     """
-    import sys
-
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    import transformers_emola  # noqa: F401  (registers EmoLA)
-
     from .inference import predict_faba_bench
 
-    if not args.annotations or not args.data_root:
-        print("emola evaluate: --model needs --annotations and --data-root", file=sys.stderr)
-        return 2
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForImageTextToText.from_pretrained(
-        args.model, dtype=torch.float16 if device == "cuda" else torch.float32).to(device).eval()
-    processor = AutoProcessor.from_pretrained(args.model)
+    loaded = AutoModelForImageTextToText.from_pretrained(
+        model, dtype=torch.float16 if device == "cuda" else torch.float32).to(device).eval()
+    processor = AutoProcessor.from_pretrained(model)
     predictions, failures = predict_faba_bench(
-        model, processor, args.annotations, args.data_root, args.task, args.out, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, limit=args.limit,
+        loaded, processor, annotations, data_root, task, out_dir, batch_size=batch_size,
+        max_new_tokens=max_new_tokens, limit=limit, progress=progress,
     )
-    result = score_predictions_file(predictions, args.task, args.mode, args.au_set)
-    paths = write_report(result, args.out, args.task, plots=not args.no_plots)
-    print(format_summary(result, paths))
-    if failures:
-        print(f"{len(failures)} sample(s) failed (see {Path(args.out) / 'failures.json'}):", file=sys.stderr)
-        for failure in failures:
-            print(f"  {failure['id']}: {failure['error']}", file=sys.stderr)
-        return 1
-    return 0
+    result = score_predictions_file(predictions, task, mode, au_set)
+    paths = write_report(result, out_dir, task, plots=plots)
+    return EvaluationReport(result, paths, predictions, failures)
 
 
 def score_traditional(protocol: str, files: list[str | Path], au_set: str = "disfa", mode: str = "paper") -> dict:

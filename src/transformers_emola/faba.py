@@ -15,12 +15,15 @@ __all__ = [
     "AU_QUESTION",
     "AU_SETS",
     "AUSet",
+    "DEFAULT_FACIAL_PRIOR_BACKEND",
     "EMOLA_SYSTEM_PROMPT",
     "EMOTIONS",
     "EMOTION_LABELS",
     "EMOTION_QUESTION",
     "FABA_AUS",
+    "FACIAL_PRIOR_BACKENDS",
     "FACIAL_PRIOR_DIMS",
+    "MISSING_FACE_POLICIES",
     "SCORED_AUS",
     "TASKS",
     "TASK_QUESTIONS",
@@ -158,3 +161,10 @@ EMOTION_LABELS: tuple[str, ...] = tuple(name.capitalize() for name in EMOTIONS)
 #: Length of the prior vector of each landmark backend (see `facial_prior`); the released checkpoints use
 #: InsightFace 2d106 (106 points), the 68-point backends give 136 numbers, as does the synthetic renderer.
 FACIAL_PRIOR_DIMS: dict[str, int] = {"insightface_2d106": 212, "face_alignment": 136, "dlib": 136, "synthetic": 136}
+#: The extractors of `facial_prior.FacialPriorExtractor`: three landmark models and `.npy` files made beforehand.
+FACIAL_PRIOR_BACKENDS: tuple[str, ...] = ("face_alignment", "dlib", "insightface_2d106", "precomputed")
+#: face-alignment's 2D-FAN: no licence restriction on its weights (dlib's 68-point model is non-commercial).
+DEFAULT_FACIAL_PRIOR_BACKEND = "face_alignment"
+#: What a landmark backend does with an image in which it finds no face: report it, use the whole image as the
+#: face, or give a zero prior.
+MISSING_FACE_POLICIES: tuple[str, ...] = ("error", "full_image", "zeros")

@@ -1,14 +1,14 @@
 """Batched generation for EmoLA and the FABA-Bench prediction runner (resumable, nothing lost on a kill).
 
-The official evaluation runs batch 1 and, when resumed, scores cached samples as ROUGE 0. Here predictions are
-appended to `predictions.jsonl` batch by batch (flushed and fsync'ed), a restarted run skips the ids already
-there, and scoring always reads the whole file, so a resumed run scores exactly like an uninterrupted one.
+The official evaluation runs batch 1 and, when resumed, scores cached samples as ROUGE 0. Here the runner is
+`jobs.run_job`: predictions are appended to `predictions.jsonl` batch by batch (flushed and fsync'ed), a restarted
+run skips the ids already there, and scoring always reads the whole file, so a resumed run scores exactly like an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,9 @@ import numpy as np
 import torch
 
 from .faba import task_question
+from .facial_prior.priors import load_prior
+from .jobs import Shard, run_job
+
 
 def build_prompt(processor, question: str) -> str:
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
@@ -57,45 +60,6 @@ def generate_answers(
     return processor.post_process_image_text_to_text(output[:, inputs["input_ids"].shape[1]:])
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Rows of a JSON-lines file; a truncated last line (a kill mid-write) is ignored, anything else is an error."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            if number == len(lines):
-                break  # half-written final line from an interrupted run: that sample is simply redone
-            raise ValueError(f"{path}:{number} is not valid JSON: {error}") from error
-    return rows
-
-
-def truncate_partial_line(path: str | Path) -> None:
-    """Cut a half-written last line (left by a kill mid-write) so the next append starts on a fresh line."""
-    path = Path(path)
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as handle:
-            handle.truncate(data.rfind(b"\n") + 1)
-
-
-def append_jsonl(path: str | Path, rows: Sequence[dict]) -> None:
-    """Append rows durably (flush + fsync), so a kill loses at most the batch being written."""
-    with open(path, "a", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def _row_id(row: dict, index: int) -> str:
     return str(row.get("id") or row.get("image") or index)
 
@@ -111,12 +75,14 @@ def predict_faba_bench(
     max_new_tokens: int = 512,
     limit: int | None = None,
     progress: bool = True,
+    shard: Shard = Shard(),
     **generate_kwargs: Any,
 ) -> tuple[Path, list[dict]]:
     """Generate answers for a FABA-Bench annotation file into `out_dir/predictions.jsonl`, resuming if present.
 
-    Returns the predictions path and the list of failures (`{"id", "error"}`: unreadable image, bad prior file),
-    which are also written to `out_dir/failures.json`; a failing sample never stops the run.
+    Returns the predictions path and the failures (`{"id", "image", "status", "error"}`: unreadable image, bad
+    prior file), which are also written to `out_dir/failures.json`; a failing sample never stops the run. Runs on
+    `jobs.run_job` (with `shard`, one part of the samples: see `jobs.Shard`).
     """
     from PIL import Image
 
@@ -124,55 +90,41 @@ def predict_faba_bench(
     if not isinstance(annotations, list):
         annotations = json.loads(Path(annotations).read_text(encoding="utf-8"))
     rows = annotations[:limit] if limit is not None else annotations
+    items = [(_row_id(row, index), row) for index, row in enumerate(rows)]
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    predictions_path = out_dir / "predictions.jsonl"
-    truncate_partial_line(predictions_path)
-    done = {row["id"] for row in read_jsonl(predictions_path)}
-    pending = [(i, row) for i, row in enumerate(rows) if _row_id(row, i) not in done]
-    failures: list[dict] = []
     data_root = Path(data_root)
     use_prior = bool(getattr(processor, "use_facial_prior", False))
+    config = model.config
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(rows), initial=len(rows) - len(pending), desc=f"FABA-Bench {task}", unit="face")
-    for start in range(0, len(pending), batch_size):
-        batch, images, priors = [], [], []
-        for index, row in pending[start : start + batch_size]:
-            row_id = _row_id(row, index)
+    def process(batch: list[tuple[str, dict]]) -> list[dict]:
+        results, ready, images, priors = {}, [], [], []
+        for row_id, row in batch:
             try:
                 with Image.open(data_root / row["image"]) as handle:
                     image = handle.convert("RGB")
                 if use_prior and row.get("landmark"):
-                    prior = np.load(data_root / row["landmark"]).astype(np.float32).reshape(-1)
-                    if prior.shape[0] != model.config.facial_prior_dim:
-                        raise ValueError(
-                            f"{row['landmark']} holds {prior.shape[0]} numbers, the model expects "
-                            f"{model.config.facial_prior_dim}"
-                        )
-                    priors.append(prior)
+                    priors.append(load_prior(data_root / row["landmark"], dim=config.facial_prior_dim,
+                                             backend=config.facial_prior_backend))
             except Exception as error:  # noqa: BLE001  (report every kind of bad sample and go on)
-                failures.append({"id": row_id, "image": row.get("image"), "error": f"{type(error).__name__}: {error}"})
+                results[row_id] = {"id": row_id, "image": row.get("image"), "status": "error",
+                                   "error": f"{type(error).__name__}: {error}"}
                 continue
-            batch.append((row_id, row))
+            ready.append((row_id, row))
             images.append(image)
-        if batch:
+        if ready:
             answers = generate_answers(
                 model, processor, images, [question] * len(images),
                 facial_priors=np.stack(priors) if priors and len(priors) == len(images) else None,
                 max_new_tokens=max_new_tokens, **generate_kwargs,
             )
-            append_jsonl(predictions_path, [
-                {"id": row_id, "image": row.get("image"), "prediction": answer, "reference": row.get("gpt4", ""),
-                 "label": row.get("label")}
-                for (row_id, row), answer in zip(batch, answers)
-            ])
-        if bar is not None:
-            bar.update(len(pending[start : start + batch_size]))
-    if bar is not None:
-        bar.close()
-    (out_dir / "failures.json").write_text(json.dumps(failures, indent=2), encoding="utf-8")
-    return predictions_path, failures
+            for (row_id, row), answer in zip(ready, answers):
+                results[row_id] = {"id": row_id, "image": row.get("image"), "prediction": answer,
+                                   "reference": row.get("gpt4", ""), "label": row.get("label")}
+        return [results[row_id] for row_id, _ in batch]
+
+    report = run_job(
+        items, process, key=lambda item: item[0], key_field="id", log_path=out_dir / "predictions.jsonl",
+        failures_path=out_dir / "failures.json", batch_size=batch_size, progress=progress,
+        description=f"FABA-Bench {task}", unit="face", shard=shard,
+    )
+    return report.log_path, report.failures

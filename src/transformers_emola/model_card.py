@@ -1,170 +1,155 @@
-"""Model cards for EmoLA checkpoints: fill `model_cards/template.md` for a trained or converted model.
+"""Model cards for EmoLA checkpoints, through `huggingface_hub`'s `ModelCard`, `ModelCardData` and `EvalResult`.
 
-The template uses `{{ name }}` placeholders (markdown and BibTeX are full of `{}`, which rules out `str.format`);
-`{{ name | json }}` inserts the value as a JSON string, which is also a valid YAML double-quoted scalar, so free
-text cannot break the card's YAML front matter. Derived fields (question, metric names, the `model-index` block and
-the evaluation section) are computed from `task` and the metrics unless given explicitly.
+One generator for every card the package writes (a fine-tuned EmoLA, the LLaVA-LoRA baseline, a toy demo model):
+the Hub metadata (licence, base model, tags, and the REGE scores as `model-index`) is built as `ModelCardData`, and
+the text is the Jinja template shipped inside the package, `model_card_template.md`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from pathlib import Path
 
-from .faba import AU_QUESTION, EMOTION_QUESTION, FACIAL_PRIOR_DIMS, SCORED_AUS
+from .faba import FACIAL_PRIOR_DIMS, SCORED_AUS, TASK_QUESTIONS, TASKS
 
-# The template lives in the repository's model_cards/ folder, next to the released models' cards.
-DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "model_cards" / "template.md"
+__all__ = ["TEMPLATE_PATH", "build_model_card", "template_fields"]
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\|\s*(json)\s*)?\}\}")
+#: The card template, a package file (installed with the wheel).
+TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md")
 
-TASKS = {
+_TASK_CARDS = {
     "au": {
-        "task_title": "Facial action unit description",
-        "question": AU_QUESTION,
-        "re_metric_name": f"S_re: mean F1 over AUs {', '.join(map(str, SCORED_AUS))} (x100)",
+        "title": "Facial action unit description",
+        "re_metric": f"mean F1 over AUs {', '.join(map(str, SCORED_AUS))} (x100)",
         "tag": "facial-action-units",
+        "eval_dataset_name": "FABA-Bench (AU test split of FABA-Instruct)",
     },
     "emotion": {
-        "task_title": "Facial emotion description",
-        "question": EMOTION_QUESTION,
-        "re_metric_name": "S_re: 7-class emotion accuracy (x100)",
+        "title": "Facial emotion description",
+        "re_metric": "7-class emotion accuracy (x100)",
         "tag": "facial-expression-recognition",
+        "eval_dataset_name": "FABA-Bench (emotion test split of FABA-Instruct)",
     },
 }
-REQUIRED_FIELDS = ("model_id", "task", "training_details")
-DEFAULT_FIELDS = {
-    "license": "llama2",
-    "base_model": "llava-hf/llava-1.5-7b-hf",
-    "dataset": "FABA-Instruct",
-    "facial_prior_backend": "insightface_2d106",
-    "eval_split": "eval",
-    "metrics_source": "Measured with transformers-emola (`emola evaluate`, REGE metric)",
-    "metrics_source_url": "https://arxiv.org/abs/2404.05052",
-}
-METRIC_FIELDS = ("s_re", "s_ge", "s_rege")
+_BASE_TAGS = ["emola", "llava", "transformers-emola", "affective-computing"]
+_DEFAULT_METRICS_SOURCE = "Measured with transformers-emola (`emola evaluate`, REGE metric)"
 
 
 def template_fields(template: str) -> set[str]:
-    """Placeholder names used by a template text."""
-    return {match.group(1) for match in _PLACEHOLDER.finditer(template)}
+    """The variables a card template uses (`{{ name }}`, `{% if name %}`, ...)."""
+    import jinja2
+    from jinja2 import meta
+
+    return set(meta.find_undeclared_variables(jinja2.Environment().parse(template)))
 
 
-def _model_index(fields: dict) -> str:
-    """The Hub `model-index` YAML block for the REGE scores, or nothing when the model was not evaluated."""
-    if fields.get("s_re") is None:
-        return ""
-    dump = json.dumps
-    metrics = [
-        ("s_re", fields["re_metric_name"], fields["s_re"]),
-        ("s_ge", "S_ge: ROUGE-L F against the GPT-4V reference (x100)", fields["s_ge"]),
-        ("s_rege", "S_rege = S_re + S_ge", fields["s_rege"]),
-    ]
-    lines = [
-        "model-index:",
-        f"- name: {dump(str(fields['model_name']))}",
-        "  results:",
-        "  - task:",
-        "      type: image-text-to-text",
-        f"      name: {dump(fields['task_title'])}",
-        "    dataset:",
-        f"      name: {dump(str(fields['eval_dataset_name']))}",
-        f"      type: {dump(str(fields['dataset']))}",
-        f"      split: {dump(str(fields['eval_split']))}",
-        "    metrics:",
-    ]
-    for metric_type, name, value in metrics:
-        lines += [f"    - type: {metric_type}", f"      name: {dump(name)}", f"      value: {float(value)}",
-                  "      verified: false"]  # fmt: skip
-    lines += ["    source:", f"      name: {dump(str(fields['metrics_source']))}",
-              f"      url: {dump(str(fields['metrics_source_url']))}"]  # fmt: skip
-    return "\n".join(lines)
+def _number(name: str, value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"Model-card field {name!r} must be a number, got {type(value).__name__}")
+    return float(value)
 
 
-def _evaluation(fields: dict) -> str:
-    if fields.get("s_re") is None:
-        return "Not evaluated yet: run `emola evaluate` on the FABA-Bench split and regenerate this card."
-    return (
-        f"{fields['metrics_source']} on {fields['eval_dataset_name']}.\n\n"
-        "| S_re | S_ge | S_rege |\n|---|---|---|\n"
-        f"| {float(fields['s_re']):.1f} | {float(fields['s_ge']):.1f} | {float(fields['s_rege']):.1f} |\n\n"
-        f"S_re is the {fields['re_metric_name'].split(': ', 1)[-1]}; S_ge is ROUGE-L F (pltrdy `rouge`) against the "
-        "GPT-4V reference description; S_rege = S_re + S_ge (0-200)."
-    )
+def build_model_card(
+    model_id: str,
+    task: str | None,
+    training_details: str,
+    *,
+    base_model: str | None = "llava-hf/llava-1.5-7b-hf",
+    dataset: str = "FABA-Instruct",
+    license: str = "llama2",
+    use_facial_prior: bool = True,
+    facial_prior_backend: str = "insightface_2d106",
+    facial_prior_dim: int | None = None,
+    s_re: float | None = None,
+    s_ge: float | None = None,
+    s_rege: float | None = None,
+    metrics_source: str = _DEFAULT_METRICS_SOURCE,
+    metrics_source_url: str = "https://arxiv.org/abs/2404.05052",
+    eval_split: str = "eval",
+    model_name: str | None = None,
+    tags: list[str] | None = None,
+    template_path: str | os.PathLike | None = None,
+):
+    """A `huggingface_hub.ModelCard` for an EmoLA checkpoint (`card.save("folder/README.md")`, `str(card)`).
 
+    Args:
+        model_id: Hub repo id or folder, used in the usage code.
+        task: "au", "emotion", or None (a model trained on both, or on an unknown task).
+        training_details: markdown for the Training section.
+        base_model: the checkpoint it was fine-tuned from; None when built in memory (not recorded).
+        use_facial_prior: False for the LLaVA-LoRA baseline (no prior token).
+        facial_prior_backend, facial_prior_dim: the prior the model takes (dim defaults to the backend's).
+        s_re, s_ge (and s_rege, default their sum): REGE scores, written as `model-index` metadata and a table.
+        metrics_source, metrics_source_url, eval_split: where the scores come from.
+        template_path: another Jinja template (default: the packaged `model_card_template.md`).
 
-def _complete_fields(fields: dict) -> dict:
-    missing = [name for name in REQUIRED_FIELDS if fields.get(name) in (None, "")]
-    if missing:
-        raise ValueError(f"render_model_card needs {missing}")
-    task = fields["task"]
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
-    full = {**DEFAULT_FIELDS, **{key: value for key, value in TASKS[task].items() if key != "tag"}}
-    full["task_tag"] = TASKS[task]["tag"]
-    full["model_name"] = str(fields["model_id"]).rstrip("/").split("/")[-1]
-    full["eval_dataset_name"] = f"FABA-Bench ({'AU' if task == 'au' else 'emotion'} test split of FABA-Instruct)"
-    full.update({key: value for key, value in fields.items() if value is not None})
-    backend = full["facial_prior_backend"]
-    full.setdefault("facial_prior_dim", FACIAL_PRIOR_DIMS.get(backend, "see config.json"))
-    given = [name for name in METRIC_FIELDS if full.get(name) is not None]
-    if given:
-        if "s_re" not in given or "s_ge" not in given:
-            raise ValueError(f"Give both s_re and s_ge (s_rege is their sum), got only {given}")
-        full.setdefault("s_rege", round(float(full["s_re"]) + float(full["s_ge"]), 4))
-    full.setdefault("model_index", _model_index(full))
-    full.setdefault("evaluation", _evaluation(full))
-    return full
-
-
-def render_model_card(template_path: str | os.PathLike | None = None, **fields) -> str:
-    """Fill the model-card template.
-
-    Required fields: `model_id` (Hub repo id or folder, used in the usage code), `task` (`"au"` or `"emotion"`),
-    `training_details` (markdown). Optional: `s_re`, `s_ge` (and `s_rege`, default their sum), `metrics_source`,
-    `metrics_source_url`, `eval_split`, `license`, `base_model`, `dataset`, `facial_prior_backend`, `model_name`,
-    and any derived field to override it. Unknown fields are an error, so typos do not pass silently.
-
+    Example:
     ```python
-    >>> from transformers_emola.model_card import render_model_card
-    >>> card = render_model_card(model_id="me/emola-7b-au", task="au", training_details="1 epoch.", s_re=50.0, s_ge=30.0)
-    >>> card.startswith("---") and "value: 80.0" in card and "{{" not in card
+    >>> from transformers_emola.model_card import build_model_card
+    >>> card = build_model_card("me/emola-7b-au", "au", "1 epoch.", s_re=50.0, s_ge=30.0)
+    >>> card.data.eval_results[2].metric_type, card.data.eval_results[2].metric_value
+    ('s_rege', 80.0)
+    >>> str(card).startswith("---") and "{{" not in str(card)
     True
 
     ```
     """
-    path = Path(template_path) if template_path is not None else DEFAULT_TEMPLATE_PATH
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {list(TASKS)} or None, got {task!r}")
+    if not isinstance(training_details, str) or not training_details.strip():
+        raise ValueError("build_model_card needs training_details (markdown for the Training section)")
+    s_re, s_ge, s_rege = _number("s_re", s_re), _number("s_ge", s_ge), _number("s_rege", s_rege)
+    if (s_re is None) != (s_ge is None) or (s_rege is not None and s_re is None):
+        raise ValueError("Give both s_re and s_ge (s_rege is their sum), or no score")
+    if s_re is not None and task is None:
+        raise ValueError("REGE scores need the task they were measured on (task='au' or 'emotion')")
+    if s_re is not None and s_rege is None:
+        s_rege = round(s_re + s_ge, 4)
+    task_card = _TASK_CARDS.get(task, {"title": "Facial affect description (action units and emotion)", "tag": None})
+    model_name = model_name or str(model_id).rstrip("/").split("/")[-1]
+
+    eval_results = None
+    if s_re is not None:
+        common = dict(task_type="image-text-to-text", task_name=task_card["title"], dataset_type=dataset,
+                      dataset_name=task_card["eval_dataset_name"], dataset_split=eval_split, verified=False,
+                      source_name=metrics_source, source_url=metrics_source_url)
+        eval_results = [
+            EvalResult(metric_type="s_re", metric_name=f"S_re: {task_card['re_metric']}", metric_value=s_re, **common),
+            EvalResult(metric_type="s_ge", metric_name="S_ge: ROUGE-L F against the GPT-4V reference (x100)",
+                       metric_value=s_ge, **common),
+            EvalResult(metric_type="s_rege", metric_name="S_rege = S_re + S_ge", metric_value=s_rege, **common),
+        ]
+    all_tags = list(dict.fromkeys([*_BASE_TAGS, *([task_card["tag"]] if task_card["tag"] else []), *(tags or [])]))
+    card_data = ModelCardData(
+        library_name="transformers", pipeline_tag="image-text-to-text", license=license,
+        base_model=[base_model] if base_model else None, datasets=[dataset], language=["en"], tags=all_tags,
+        model_name=model_name if eval_results else None, eval_results=eval_results,
+    )
+    fields = {
+        "model_id": model_id,
+        "model_name": model_name,
+        "task_title": task_card["title"],
+        "questions": [TASK_QUESTIONS[task]] if task else [TASK_QUESTIONS[name] for name in TASKS],
+        "training_details": training_details.strip(),
+        "base_model_text": f"`{base_model}`" if base_model else "the base model (built in memory, not recorded)",
+        "use_facial_prior": use_facial_prior,
+        "facial_prior_backend": facial_prior_backend,
+        "facial_prior_dim": facial_prior_dim or FACIAL_PRIOR_DIMS.get(facial_prior_backend, "see config.json"),
+        "s_re": s_re, "s_ge": s_ge, "s_rege": s_rege,
+        "metrics_source": metrics_source,
+        "eval_dataset_name": task_card.get("eval_dataset_name"),
+        "re_metric_description": task_card.get("re_metric"),
+        "license": license,
+    }
+    path = Path(template_path) if template_path is not None else TEMPLATE_PATH
     if not path.is_file():
-        raise FileNotFoundError(f"Model-card template not found: {path} (pass template_path=)")
-    template = path.read_text(encoding="utf-8")
-    used = template_fields(template)
-    allowed = used | set(REQUIRED_FIELDS) | set(DEFAULT_FIELDS) | set(METRIC_FIELDS) | {"model_name"}
-    unknown = sorted(set(fields) - allowed)
+        raise FileNotFoundError(f"Model-card template not found: {path}")
+    unknown = sorted(template_fields(path.read_text(encoding="utf-8")) - set(fields) - set(card_data.to_dict())
+                     - {"card_data"})
     if unknown:
-        raise ValueError(f"Unknown model-card field(s) {unknown}; the template uses {sorted(used)}")
-    for name, value in fields.items():
-        if value is not None and not isinstance(value, (str, int, float)):
-            raise ValueError(f"Model-card field {name!r} must be a string or a number, got {type(value).__name__}")
-    values = _complete_fields(fields)
-    leftover = sorted(used - set(values))
-    if leftover:
-        raise ValueError(f"No value for template placeholder(s) {leftover}")
-
-    def fill(match: re.Match) -> str:
-        value = values[match.group(1)]
-        return json.dumps(str(value)) if match.group(2) == "json" else str(value)
-
-    return _PLACEHOLDER.sub(fill, template)
-
-
-def save_model_card(output_dir: str | os.PathLike, template_path: str | os.PathLike | None = None, **fields) -> Path:
-    """Render the card and write it as `output_dir/README.md` (what the Hub shows); returns the path."""
-    path = Path(output_dir) / "README.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_model_card(template_path, **fields), encoding="utf-8")
-    return path
-
-
-__all__ = ["DEFAULT_TEMPLATE_PATH", "TASKS", "render_model_card", "save_model_card", "template_fields"]
+        raise ValueError(f"{path}: no value for template variable(s) {unknown}; known: {sorted(fields)}")
+    return ModelCard.from_template(card_data, template_path=str(path), **fields)

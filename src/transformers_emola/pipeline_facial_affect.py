@@ -22,14 +22,11 @@ from transformers.pipelines.base import no_collate_fn
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
 from .faba import TASK_QUESTIONS, TASKS, normalize_tasks
+from .facial_prior import as_prior_array, load_image
 from .inference import generate_answers
 from .metrics.parsing import parse_affect
 
 TASK_NAME = "facial-affect-analysis"
-
-
-class FaceNotFoundError(ValueError):
-    """The facial-prior extractor found no (or not enough) faces in an image under `on_missing_face="error"`."""
 
 
 def resolve_local_image(image: Any) -> Any:
@@ -47,17 +44,6 @@ def resolve_local_image(image: Any) -> Any:
             raise ValueError(f"{image!r} is a web URL: the facial-affect-analysis pipeline reads local files only "
                              "(download the image first, or pass a PIL.Image)")
     return image
-
-
-def _facial_prior_row(prior: Any, name: str) -> np.ndarray:
-    if torch.is_tensor(prior):
-        prior = prior.detach().cpu().float().numpy()
-    prior = np.asarray(prior, dtype=np.float32)
-    if prior.ndim == 2 and prior.shape[0] == 1:
-        prior = prior[0]
-    if prior.ndim != 1 or prior.size == 0:
-        raise ValueError(f"{name}: a facial prior must be a vector of shape (dim,), got shape {prior.shape}")
-    return prior
 
 
 def _collate_items(items: list[dict]) -> dict:
@@ -97,7 +83,7 @@ class FacialAffectAnalysisPipeline(Pipeline):
     >>> from transformers import pipeline
     >>> import transformers_emola
     >>> from transformers_emola.pipeline_facial_affect import register_pipeline
-    >>> from transformers_emola.testing_utils import build_tiny_emola
+    >>> from transformers_emola import build_tiny_emola
     >>> register_pipeline()
     >>> model, processor = build_tiny_emola()
     >>> analyzer = pipeline("facial-affect-analysis", model=model, processor=processor)
@@ -167,14 +153,7 @@ class FacialAffectAnalysisPipeline(Pipeline):
                 raise ValueError("facial_priors can be given with one image or a list of images; for a dataset or "
                                  "generator yield dicts {'image': ..., 'facial_prior': ...} instead")
             image_list = [images] if single else images
-            if torch.is_tensor(facial_priors):
-                facial_priors = facial_priors.detach().cpu().float().numpy()
-            priors = np.asarray(facial_priors, dtype=np.float32)
-            if priors.ndim == 1:
-                priors = priors[None]
-            if priors.ndim != 2 or priors.shape[0] != len(image_list):
-                raise ValueError(f"facial_priors must have shape (num_images, dim) with one row per image: got "
-                                 f"{len(image_list)} image(s) and facial_priors of shape {priors.shape}")
+            priors = as_prior_array(facial_priors, num_images=len(image_list))
             items = []
             for image, prior in zip(image_list, priors):
                 item = dict(image) if isinstance(image, dict) else {"image": image}
@@ -186,8 +165,6 @@ class FacialAffectAnalysisPipeline(Pipeline):
     # ---- steps -------------------------------------------------------------------------------------------------
     def load(self, inputs) -> dict:
         """Read one input as an upright RGB image; returns `{"image", "source", "facial_prior", "face_box"}`."""
-        from .facial_prior import load_image
-
         item = dict(inputs) if isinstance(inputs, dict) else {"image": inputs}
         if "image" not in item:
             raise ValueError(f"a dict input needs an 'image' key, got keys {sorted(item)}")
@@ -199,14 +176,14 @@ class FacialAffectAnalysisPipeline(Pipeline):
         source = raw if isinstance(raw, str) else (getattr(image, "filename", "") or "image")
         prior = item.get("facial_prior")
         if prior is not None:
-            prior = _facial_prior_row(prior, source)
+            prior = as_prior_array(prior, num_images=1, name=source)[0]
         return {"image": image, "source": source, "facial_prior": prior, "face_box": item.get("face_box")}
 
     def detect(self, loaded: dict) -> dict:
         """Add `face` (a `FaceLandmarks` or `None`) and the `facial_prior` the model will get to a `load()` result.
 
         Priors given by the caller win (no detection). Otherwise the processor's extractor runs once and its
-        prior and landmarks are used together. Raises `FaceNotFoundError` when it finds no face.
+        prior and landmarks are used together. Raises `facial_prior.FaceNotFoundError` when it finds no face.
         """
         item = dict(loaded)
         item["face"] = None
@@ -222,22 +199,13 @@ class FacialAffectAnalysisPipeline(Pipeline):
                     )
             else:
                 boxes = None if item["face_box"] is None else [item["face_box"]]
-                try:
-                    face = extractor.detect([item["image"]], face_boxes=boxes)[0]
-                except ValueError as error:
-                    if "face" in str(error) and "found" in str(error):
-                        raise FaceNotFoundError(str(error)) from error
-                    raise
+                face = extractor.detect([item["image"]], face_boxes=boxes)[0]
                 item["face"] = face
                 item["facial_prior"] = face.prior
         if use_prior:
-            expected = self.model.config.facial_prior_dim
-            if item["facial_prior"].shape[0] != expected:
-                raise ValueError(
-                    f"{item['source']}: the facial prior has {item['facial_prior'].shape[0]} values but the model "
-                    f"expects {expected} (facial_prior_backend={self.model.config.facial_prior_backend!r}); use the "
-                    "landmark backend the model was trained with"
-                )
+            config = self.model.config
+            item["facial_prior"] = as_prior_array(item["facial_prior"], num_images=1, dim=config.facial_prior_dim,
+                                                  backend=config.facial_prior_backend, name=item["source"])[0]
         return item
 
     def preprocess(self, inputs) -> dict:
@@ -329,4 +297,4 @@ def register_pipeline() -> None:
     )
 
 
-__all__ = ["FaceNotFoundError", "FacialAffectAnalysisPipeline", "build_result", "register_pipeline"]
+__all__ = ["FacialAffectAnalysisPipeline", "build_result", "register_pipeline"]

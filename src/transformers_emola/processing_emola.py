@@ -12,6 +12,7 @@ from transformers.image_utils import make_flat_list_of_images
 from transformers.models.llava.processing_llava import LlavaProcessor
 
 from .faba import EMOLA_SYSTEM_PROMPT
+from .facial_prior.priors import as_prior_array
 
 # Vicuna v1 (LLaVA's conv_vicuna_v1, separators " " and "</s>"): "{system} USER: <image>\n{q} ASSISTANT: {a}</s>".
 # Images go first in a user turn, as LLaVA's preprocess_multimodal moves them; {% generation %} marks the tokens
@@ -77,7 +78,7 @@ class EmolaProcessor(LlavaProcessor):
     ```python
     >>> import torch
     >>> from PIL import Image
-    >>> from transformers_emola.testing_utils import build_tiny_emola
+    >>> from transformers_emola import build_tiny_emola
     >>> model, processor = build_tiny_emola()
     >>> messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What AUs are conveyed by this face?"}]}]
     >>> prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
@@ -133,7 +134,7 @@ class EmolaProcessor(LlavaProcessor):
     def get_facial_prior_extractor(self):
         """The extractor used when `facial_priors` is not given, built once from the saved configuration."""
         if self._facial_prior_extractor is None and self.facial_prior_extractor is not None:
-            from .facial_prior import FacialPriorExtractor
+            from .facial_prior.extractor import FacialPriorExtractor
 
             self._facial_prior_extractor = FacialPriorExtractor.from_dict(self.facial_prior_extractor)
         return self._facial_prior_extractor
@@ -152,18 +153,7 @@ class EmolaProcessor(LlavaProcessor):
                     "facial_priors=(num_images, dim) or configure one with processor.set_facial_prior_extractor()"
                 )
             facial_priors = extractor(images)
-        if torch.is_tensor(facial_priors):
-            priors = facial_priors.float()
-        else:
-            priors = torch.as_tensor(np.asarray(facial_priors, dtype=np.float32))
-        if priors.ndim == 1:
-            priors = priors.unsqueeze(0)
-        if priors.ndim != 2 or priors.shape[0] != len(images):
-            raise ValueError(
-                f"facial_priors must have shape (num_images, dim) with one row per image: got {len(images)} images "
-                f"and facial_priors of shape {tuple(priors.shape)}"
-            )
-        return priors
+        return torch.from_numpy(as_prior_array(facial_priors, num_images=len(images)))
 
     # ---- text and images -----------------------------------------------------------------------------------------
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:

@@ -13,17 +13,20 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--base", required=True, help="Local LLaVA-1.5-7B folder: liuhaotian/llava-v1.5-7b or llava-hf/llava-1.5-7b-hf."
-    )
+        "--base", required=True,
+        help="Local LLaVA-1.5-7B folder: liuhaotian/llava-v1.5-7b or llava-hf/llava-1.5-7b-hf (required).",
+    )  # fmt: skip
     parser.add_argument(
         "--emola", required=True,
         help="EmoLA folder: adapter_config.json, adapter_model.{bin,safetensors}, non_lora_trainables.bin, "
-        "landmark_feature_projector.bin, config.json.",
+        "landmark_feature_projector.bin, config.json (required).",
     )  # fmt: skip
-    parser.add_argument("--output", required=True, help="Output folder for the converted model and processor.")
+    parser.add_argument("--output", required=True,
+                        help="Output folder for the converted model and processor (required).")
     parser.add_argument(
         "--vision-tower", default=None,
-        help="CLIP folder (openai/clip-vit-large-patch14-336). Required for the liuhaotian base, which has no tower.",
+        help="CLIP folder (openai/clip-vit-large-patch14-336). Required for the liuhaotian base, which has no tower "
+        "(default: the base's own tower).",
     )  # fmt: skip
     parser.add_argument("--tokenizer", default=None, help="Tokenizer folder (default: the base model's).")
     parser.add_argument(

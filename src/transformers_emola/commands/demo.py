@@ -1,44 +1,29 @@
-"""`emola demo`: synthetic FABA -> tiny EmoLA -> TRL fine-tune -> REGE before/after, offline."""
+"""`emola demo`: synthetic FABA -> tiny EmoLA -> TRL fine-tune -> REGE before/after, offline, in a few minutes.
+
+Example: `emola demo --out emola_demo`; `--model`, `--annotations` and `--data-root` run the same stages on a real
+checkpoint and FABA-Instruct. See docs/demo_and_ablation.md.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from . import add_dataclass_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..demo import DemoArguments
 
-    defaults = DemoArguments()
-    parser.add_argument("--out", default=defaults.out, help="output folder (report.json, plots, model)")
-    parser.add_argument("--model", default=defaults.model,
-                        help="'tiny' (offline random model) or an EmoLA / HF LLaVA-1.5 checkpoint")
-    parser.add_argument("--annotations", default=None,
-                        help="FABA-Instruct folder with {train,eval}_{task}_anno.json (default: synthetic data)")
-    parser.add_argument("--data-root", default=None, help="folder the image/landmark paths are relative to")
-    parser.add_argument("--tasks", nargs="+", choices=["au", "emotion"], default=list(defaults.tasks))
-    parser.add_argument("--num-train", type=int, default=defaults.num_train, help="synthetic training faces per task")
-    parser.add_argument("--num-eval", type=int, default=defaults.num_eval, help="held-out synthetic faces per task")
-    parser.add_argument("--image-size", type=int, default=defaults.image_size)
-    parser.add_argument("--epochs", type=float, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    parser.add_argument("--no-facial-prior", action="store_true", help="train the LLaVA baseline (ablation)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--num-threads", type=int, default=None)
-    parser.add_argument("--no-progress", action="store_true")
+    add_dataclass_arguments(parser, DemoArguments)
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from ..demo import DemoArguments, run_demo
 
-    report = run_demo(DemoArguments(
-        out=args.out, model=args.model, annotations=args.annotations, data_root=args.data_root,
-        tasks=tuple(args.tasks), num_train=args.num_train, num_eval=args.num_eval, image_size=args.image_size,
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        max_new_tokens=args.max_new_tokens, use_facial_prior=not args.no_facial_prior, seed=args.seed,
-        num_threads=args.num_threads, progress=not args.no_progress,
-    ))
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(DemoArguments)}
+    report = run_demo(DemoArguments(**{**values, "tasks": tuple(values["tasks"])}))
     print()
     print(report["table"])
     timings = report["timings"]

@@ -1,6 +1,10 @@
 """`emola evaluate`: score FABA-Bench predictions with REGE (or, with --model, generate them first).
 
     emola evaluate --predictions predictions.jsonl --task au --mode paper --out outputs/eval_au
+    emola evaluate --model emola-7b-au --annotations eval_au_anno.json --data-root data --task au --out results/au
+
+With --model, predictions.jsonl is appended as it goes: a killed run resumes where it stopped. Exit status: 0, 1 when
+some samples failed or could not be scored (the rest is scored), 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -10,35 +14,39 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..faba import AU_SETS, TASKS
+
     source = parser.add_argument_group("what to evaluate (one of)")
-    source.add_argument(
-        "--predictions", help="predictions.jsonl to score: {id, prediction, reference, label} per line"
-    )
-    source.add_argument("--model", help="model to run on --annotations (generation runner)")
-    parser.add_argument("--annotations", help="FABA-Instruct annotation JSON (with --model)")
-    parser.add_argument("--data-root", help="folder the annotation image paths are relative to (with --model)")
-    parser.add_argument("--task", choices=["au", "emotion"], help="FABA-Bench task (required for REGE)")
+    source.add_argument("--predictions", default=None,
+                        help="predictions.jsonl to score: {id, prediction, reference, label} per line (default: none)")
+    source.add_argument("--model", default=None,
+                        help="checkpoint to generate the predictions with, on --annotations (default: none)")
+    parser.add_argument("--annotations", default=None, help="with --model: FABA-Bench annotation JSON (default: none)")
+    parser.add_argument("--data-root", default=None,
+                        help="with --model: folder the annotation image / landmark paths are relative to "
+                             "(default: none)")
+    parser.add_argument("--task", choices=TASKS, default=None, help="FABA-Bench task (required for REGE; default: none)")
     parser.add_argument("--mode", default="paper", choices=["paper", "strict"],
                         help="paper: the official evaluation exactly; strict: fixed parsing (see the metric card)")
-    parser.add_argument("--au-set", default="faba", choices=["faba", "disfa", "bp4d", "gft", "emotionet"],
-                        help="AUs recognised and scored (AU task)")
+    parser.add_argument("--au-set", default="faba", choices=sorted(AU_SETS),
+                        help="AUs recognised and scored (AU task; au_folds defaults to disfa)")
     parser.add_argument("--out", default="outputs/evaluate", help="report folder (report.json, report.md, plot)")
-    parser.add_argument("--batch-size", type=int, default=8, help="generation batch size (with --model)")
-    parser.add_argument("--max-new-tokens", type=int, default=512, help="generation length (with --model)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
+    parser.add_argument("--batch-size", type=int, default=8, help="with --model: generation batch size")
+    parser.add_argument("--max-new-tokens", type=int, default=512, help="with --model: longest answer, in tokens")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples (default: all)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plot (no matplotlib needed)")
     parser.add_argument("--protocol", choices=["fer", "au_folds"], default=None,
                         help="traditional protocol instead of REGE: fer (RAF-DB/AffectNet accuracy) or au_folds "
-                             "(DISFA/BP4D/GFT F1 averaged over --folds)")
-    parser.add_argument("--folds", nargs="+", default=None,
-                        help="per-fold predictions.jsonl files for --protocol au_folds (3 for DISFA/BP4D)")
+                             "(DISFA/BP4D/GFT F1 averaged over --folds) (default: none, REGE)")
+    parser.add_argument("--folds", nargs="+", default=None, metavar="FILE",
+                        help="per-fold predictions.jsonl files for --protocol au_folds, 3 for DISFA/BP4D (default: none)")
 
 
 def run_traditional(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from transformers_emola.evaluation import score_traditional
+    from ..evaluation import score_traditional
 
     files = args.folds if args.protocol == "au_folds" else [args.predictions]
     if not files or files == [None]:
@@ -58,6 +66,26 @@ def run_traditional(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_model(args: argparse.Namespace) -> int:
+    """--model: generate with the checkpoint, then score (the generation runner)."""
+    from ..evaluation import evaluate_model, format_summary
+
+    if not args.annotations or not args.data_root:
+        print("emola evaluate: --model needs --annotations and --data-root", file=sys.stderr)
+        return 2
+    report = evaluate_model(args.model, args.annotations, args.data_root, args.task, args.out, mode=args.mode,
+                            au_set=args.au_set, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                            limit=args.limit, plots=not args.no_plots)
+    print(format_summary(report.result, report.paths))
+    if report.failures:
+        print(f"{len(report.failures)} sample(s) failed (see {report.paths['json'].parent / 'failures.json'}):",
+              file=sys.stderr)
+        for failure in report.failures:
+            print(f"  {failure['id']}: {failure['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.protocol is not None:
         return run_traditional(args)
@@ -69,10 +97,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     if args.predictions is None:
-        from transformers_emola.evaluation import evaluate_model  # the generation runner
-
-        return int(evaluate_model(args) or 0)
-    from transformers_emola.evaluation import format_summary, score_predictions_file, write_report
+        return run_model(args)
+    from ..evaluation import format_summary, score_predictions_file, write_report
 
     try:
         result = score_predictions_file(

@@ -1,76 +1,62 @@
-"""`emola extract-priors`: write one facial-prior `.npy` per annotated image (FABA-Instruct layout).
+"""`emola extract-priors`: compute facial priors once and save them as `.npy` files (training and evaluation read them).
 
-Example: `emola extract-priors --annotations train_anno.json --image-root data --out data --backend dlib`
+    emola extract-priors photos/ face.jpg --out priors/            # one <name>.npy per image
+    emola extract-priors --annotations train_au_anno.json --image-root data --out data   # FABA-Instruct layout
+
+Files that exist are kept (a re-run resumes); images that fail are listed in OUT/failures.json. Exit status: 0 when
+every image has its prior, 1 when some failed, 2 on bad arguments or a backend that cannot run.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-
-def add_backend_arguments(parser: argparse.ArgumentParser, default_backend: str | None = None) -> None:
-    """Options shared by the commands that build a `FacialPriorExtractor`."""
-    from transformers_emola.facial_prior import DEFAULT_BACKEND
-
-    group = parser.add_argument_group("facial-prior backend")
-    group.add_argument("--backend", default=default_backend or DEFAULT_BACKEND,
-                       choices=["face_alignment", "dlib", "insightface_2d106"],
-                       help="landmark backend (default: %(default)s; dlib is non-commercial, see docs)")
-    group.add_argument("--model-path", help="insightface_2d106: path to 2d106det.onnx (not shipped)")
-    group.add_argument("--device", help="face_alignment: torch device, e.g. cpu or cuda")
-    group.add_argument("--dtype", help="face_alignment: torch dtype, e.g. float32 or float16")
-    group.add_argument("--on-missing-face", choices=["error", "full_image", "zeros"],
-                       help="what to do when no face is found (default: error)")
-    group.add_argument("--face-index", type=int, help="which face when several are found (0 = highest score)")
-    group.add_argument("--batch-size", type=int, help="images per batch")
-    group.add_argument("--options", type=json.loads, default={},
-                       help='more backend options as JSON, e.g. \'{"upsample": 0}\'')
-
-
-def extractor_from_args(args: argparse.Namespace):
-    from transformers_emola.facial_prior import FacialPriorExtractor
-
-    options = dict(args.options)
-    for key in ("model_path", "device", "dtype", "on_missing_face", "face_index", "batch_size"):
-        value = getattr(args, key, None)
-        if value is not None:
-            options[key] = value
-    return FacialPriorExtractor(args.backend, **options)
+from ..faba import DEFAULT_FACIAL_PRIOR_BACKEND
+from . import add_facial_prior_arguments, cli_message, extractor_from_args, print_failures
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--annotations", nargs="+", required=True,
-                        help="FABA-Instruct annotation file(s) (.json list or .jsonl) with relative 'image' paths")
-    parser.add_argument("--image-root", required=True, help="folder the 'image' paths are relative to")
-    parser.add_argument("--out", required=True,
-                        help="output folder: out/<row 'landmark'> if given, else out/landmarks/<image>.npy")
+    parser.add_argument("paths", nargs="*", metavar="PATH",
+                        help="image files or folders (searched recursively): OUT/<path below their common folder>.npy")
+    parser.add_argument("--out", required=True, help="output folder (required)")
+    parser.add_argument("--annotations", nargs="+", default=None, metavar="FILE",
+                        help="instead of PATHs: FABA-Instruct annotation file(s) (.json list or .jsonl); each row's "
+                             "prior goes to OUT/<row's landmark> or OUT/landmarks/<image>.npy (default: none)")
+    parser.add_argument("--image-root", default=None,
+                        help="with --annotations: the folder the rows' image paths are relative to (default: none)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per extractor batch (default: the backend's, 8)")
     parser.add_argument("--overwrite", action="store_true", help="recompute files that already exist")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_backend_arguments(parser)
+    add_facial_prior_arguments(parser, default_backend=DEFAULT_FACIAL_PRIOR_BACKEND)
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers_emola.facial_prior import extract_priors_for_annotations, read_annotation_rows
+    from ..facial_prior import extract_priors, extract_priors_for_annotations, read_annotation_rows
 
-    try:
-        rows = [row for path in args.annotations for row in read_annotation_rows(path)]
-        extractor = extractor_from_args(args)
-    except (ValueError, OSError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    if bool(args.paths) == bool(args.annotations):
+        print("emola extract-priors: give image PATHs, or --annotations FILE with --image-root DIR", file=sys.stderr)
+        return 2
+    if args.annotations and not args.image_root:
+        print("emola extract-priors: --annotations needs --image-root", file=sys.stderr)
         return 2
     try:
-        report = extract_priors_for_annotations(rows, args.image_root, args.out, extractor,
-                                                overwrite=args.overwrite, progress=not args.no_progress)
-    except (OSError, ImportError) as error:  # e.g. missing weights: every image would fail the same way
-        print(f"error: {error}", file=sys.stderr)
+        if args.batch_size is not None:
+            args.backend_options = {**args.backend_options, "batch_size": args.batch_size}
+        extractor = extractor_from_args(args)
+        options = dict(overwrite=args.overwrite, progress=not args.no_progress)
+        if args.annotations:
+            rows = [row for path in args.annotations for row in read_annotation_rows(path)]
+            report = extract_priors_for_annotations(rows, args.image_root, args.out, extractor, **options)
+        else:
+            report = extract_priors(args.paths, args.out, extractor, **options)
+    except (ValueError, OSError, ImportError) as error:  # bad arguments, or a backend that cannot run at all
+        print(f"emola extract-priors: error: {cli_message(error)}", file=sys.stderr)
         return 2
     print(f"extract-priors ({extractor.backend}, dim {extractor.dim}): {len(report.written)} written, "
-          f"{len(report.skipped)} already present, {len(report.failures)} failed")
+          f"{len(report.skipped)} already present, {len(report.failures)} failed -> {args.out}")
     if report.failures:
-        print(f"Failed images (also listed in {args.out}/failures.json):", file=sys.stderr)
-        for failure in report.failures:
-            print(f"  {failure['image']}: {failure['error']}", file=sys.stderr)
+        print_failures(report.failures, report.failures_path)
         return 1
     return 0

@@ -9,14 +9,15 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="Dataset root (EmoLA's --image_folder); FABAInstruct/ goes here.")
-    parser.add_argument("--num-train", type=int, default=200, help="Training samples per task (default 200).")
-    parser.add_argument("--num-eval", type=int, default=50, help="Evaluation samples per task (default 50).")
-    parser.add_argument("--seed", type=int, default=0, help="Same seed, byte-identical dataset (default 0).")
-    parser.add_argument("--image-size", type=int, default=336, help="Square image side in pixels (default 336).")
-    parser.add_argument(
-        "--tasks", nargs="+", choices=("au", "emotion"), default=["au", "emotion"], help="Tasks to write."
-    )
+    from ..faba import TASKS
+
+    parser.add_argument("--out", required=True,
+                        help="dataset root (EmoLA's --image_folder); FABAInstruct/ goes here (required)")
+    parser.add_argument("--num-train", type=int, default=200, help="training samples per task")
+    parser.add_argument("--num-eval", type=int, default=50, help="evaluation samples per task")
+    parser.add_argument("--seed", type=int, default=0, help="the same seed writes a byte-identical dataset")
+    parser.add_argument("--image-size", type=int, default=336, help="square image side in pixels")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="tasks to write")
 
 
 def run(args: argparse.Namespace) -> int:

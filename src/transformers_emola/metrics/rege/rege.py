@@ -4,10 +4,18 @@ The scoring code lives in the installed package (`transformers_emola.metrics.sco
 the inputs and forwards them, so `evaluate.load` and `compute_rege` always agree.
 """
 
+import json
+
 import datasets
 import evaluate
 
 from transformers_emola.metrics.scoring import compute_rege
+
+
+def _encode_label(label) -> str:
+    """Labels come in every form `compute_rege` takes ("1, 2, 4", [1, 2, 4], 3, "Sadness", mixed in one list);
+    the module stores each as its JSON text, so one string feature holds them all and they reach the scorer as given."""
+    return json.dumps(label, default=lambda value: value.tolist() if hasattr(value, "tolist") else str(value))
 
 
 _CITATION = """\
@@ -30,8 +38,8 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list` of `str`): generated descriptions.
     references (`list` of `str`): reference descriptions (FABA-Instruct's `gpt4` field).
-    labels (`list` of `str` or `int`): AU labels such as "1, 2, 4" (task="au"), or emotion class indices 0-6 /
-        names such as "Sadness" (task="emotion").
+    labels (`list`): AU labels such as "1, 2, 4" or [1, 2, 4] (task="au"), or emotion class indices 0-6 / names such
+        as "Sadness" (task="emotion"); every form `compute_rege` takes, mixed freely.
     task (`str`): "au" or "emotion".
     mode (`str`, defaults to "paper"): "paper" (official evaluation) or "strict" (fixed parsing).
     au_set (`str`, defaults to "faba"): "faba", "disfa", "bp4d", "gft" or "emotionet".
@@ -59,27 +67,29 @@ class Rege(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=[
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string"),
-                        "references": datasets.Value("string"),
-                        "labels": datasets.Value("string"),
-                    }
-                ),
-                datasets.Features(
-                    {
-                        "predictions": datasets.Value("string"),
-                        "references": datasets.Value("string"),
-                        "labels": datasets.Value("int64"),
-                    }
-                ),
-            ],
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Value("string"),
+                    "references": datasets.Value("string"),
+                    "labels": datasets.Value("string"),  # JSON text of each label (see `_encode_label`)
+                }
+            ),
             codebase_urls=["https://github.com/JackYFL/EmoLA"],
             reference_urls=["https://arxiv.org/abs/2404.05052"],
         )
 
+    def add_batch(self, *, predictions=None, references=None, labels=None, **kwargs):
+        """Add a batch of predictions, references and labels (labels in any form `compute_rege` takes)."""
+        if labels is not None:
+            labels = [_encode_label(label) for label in labels]
+        return super().add_batch(predictions=predictions, references=references, labels=labels, **kwargs)
+
+    def add(self, *, prediction=None, reference=None, label=None, **kwargs):
+        """Add one prediction, reference and label."""
+        return super().add(prediction=prediction, reference=reference, label=_encode_label(label), **kwargs)
+
     def _compute(self, predictions, references, labels, task=None, mode="paper", au_set="faba"):
         if task is None:
             raise ValueError('REGE needs task="au" or task="emotion".')
+        labels = [json.loads(label) for label in labels]
         return compute_rege(predictions, references, labels, task=task, mode=mode, au_set=au_set)

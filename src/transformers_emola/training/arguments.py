@@ -1,0 +1,47 @@
+"""The data and run options of EmoLA's training recipe, shared by `emola train` and `examples/sft_emola.py`.
+
+Plain dataclasses without heavy imports, so `emola train --help` lists them at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["EmolaScriptArguments"]
+
+
+@dataclass
+class EmolaScriptArguments:
+    """Data and run options of EmoLA's recipe (`emola train`, `examples/sft_emola.py`).
+
+    The model and LoRA options are TRL's `ModelConfig`, the training options `EmolaSFTConfig`; `TrlParser` reads
+    the three from the command line and a YAML recipe (`--config`).
+    """
+
+    train_annotations: str | None = field(
+        default=None, metadata={"help": "FABA-Instruct training annotations (.json/.jsonl), or the data folder."}
+    )
+    image_root: str | None = field(default=None, metadata={"help": "Folder the image/landmark paths are relative to."})
+    task: str | None = field(default=None, metadata={"help": "au or emotion (inferred from the file name)."})
+    eval_annotations: str | None = field(
+        default=None, metadata={"help": "Optional eval annotations; their gpt4 references give an eval loss."}
+    )
+    landmark_root: str | None = field(default=None, metadata={"help": "Folder of the landmark paths (image_root)."})
+    use_facial_prior: bool = field(
+        default=True, metadata={"help": "False trains the LLaVA-LoRA baseline (no prior token) for ablations."}
+    )
+    facial_prior_backend: str = field(
+        default="insightface_2d106", metadata={"help": "Backend that made the priors (saved in the config)."}
+    )
+    system_prompt: str = field(
+        default="vicuna_v1",
+        metadata={"help": "vicuna_v1 (the official training prompt), default (the chat template's), or a text."},
+    )
+    pad_to_square: bool = field(default=True, metadata={"help": "Pad images to squares (EmoLA training)."})
+    on_invalid: str = field(default="raise", metadata={"help": "raise or skip invalid annotation rows."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    merge: bool = field(default=False, metadata={"help": "Also save a merged full checkpoint (output_dir/merged)."})
+    merged_output_dir: str | None = field(default=None, metadata={"help": "Where --merge writes the checkpoint."})
+    num_threads: int | None = field(
+        default=None, metadata={"help": "torch CPU threads (1 is fastest for the tiny model on a busy machine)."}
+    )
