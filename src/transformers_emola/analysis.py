@@ -19,7 +19,7 @@ import numpy as np
 
 from .faba import FABA_AUS, normalize_tasks
 from .facial_prior import FaceNotFoundError, FacialPriorWeightsError, find_images, output_names
-from .jobs import Shard, is_failure, latest_rows, read_jsonl, run_job
+from .jobs import Shard, atomic_file, is_failure, latest_rows, read_jsonl, run_job
 
 #: Row `status` values: "ok", or why the image has no result.
 STATUSES = ("ok", "unreadable", "no_face", "error")
@@ -124,7 +124,8 @@ def analyze_images(
     images = find_images(paths)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    drawings = {str(image): Path("visualizations") / name for image, name in output_names(images, ".png").items()}
+    drawings = {str(image): Path("visualizations") / name
+                for image, name in (output_names(images, ".png") if visualize else {}).items()}
 
     def is_done(image: Path, row: dict | None) -> bool:
         return row is not None and not is_failure(row) and set(tasks) <= set(row.get("tasks", ()))
@@ -212,13 +213,10 @@ def results_to_csv_rows(rows) -> list[dict]:
 
 def write_results_csv(rows, path: str | os.PathLike) -> None:
     """Write `results_to_csv_rows(rows)` atomically (a kill never leaves a half-written table)."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", encoding="utf-8", newline="") as handle:
+    with atomic_file(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(results_to_csv_rows(rows))
-    os.replace(partial, path)
 
 
 def draw_analysis(image, result: dict):

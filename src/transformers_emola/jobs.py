@@ -18,15 +18,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
 __all__ = [
     "JobReport",
     "Shard",
     "append_jsonl",
+    "atomic_file",
     "is_failure",
     "latest_rows",
     "merge_failures",
@@ -82,19 +84,29 @@ def append_jsonl(path: str | os.PathLike, rows: Sequence[dict]) -> None:
         os.fsync(handle.fileno())
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
-    """Write JSON so that the file is either the old one or the complete new one, even after a kill."""
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
+    """Write `path` through a temporary file beside it, flushed, fsync'ed and renamed into place at the end: the
+    file is either the old one or the complete new one, even after a kill (no half-written result is ever read)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, ensure_ascii=False)
+        with os.fdopen(fd, mode, **open_kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    """Write JSON with `atomic_file`."""
+    with atomic_file(path, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, ensure_ascii=False)
 
 
 def is_failure(row: dict) -> bool:

@@ -12,11 +12,12 @@ box) makes the features of different backends comparable: they only differ by la
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+
+from ..jobs import atomic_file
 
 __all__ = ["as_prior_array", "load_prior", "normalize_landmarks", "prior_path_for_image", "save_prior"]
 
@@ -103,19 +104,8 @@ def load_prior(path: str | os.PathLike, *, dim: int | None = None, backend: str 
 
 def save_prior(path: str | os.PathLike, prior: np.ndarray) -> None:
     """Write a prior as a float32 `.npy` file that is either complete or absent, even after a kill."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, np.asarray(prior, dtype=np.float32))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, "wb") as handle:
+        np.save(handle, np.asarray(prior, dtype=np.float32))
 
 
 def prior_path_for_image(image: str) -> str:
