@@ -69,11 +69,6 @@ class EmolaModel(FacialPriorModelMixin, LlavaModel):
 
     config_class = EmolaConfig
 
-    def __init__(self, config: EmolaConfig):
-        super().__init__(config)
-        self.facial_prior_projector = EmolaFacialPriorProjector(config) if config.use_facial_prior else None
-        self.post_init()
-
 
 class EmolaForConditionalGeneration(
     FacialPriorForConditionalGenerationMixin, EmolaPreTrainedModel, LlavaForConditionalGeneration, GenerationMixin
