@@ -7,6 +7,9 @@ token the base model's logits come back exactly; save -> Auto load is exact; `ge
 
 import copy
 import functools
+import importlib.util
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ from transformers_emola import EmolaForConditionalGeneration, add_facial_prior, 
 from transformers_emola.families import FAMILIES, facial_prior_family
 from transformers_emola.testing_utils import TINY_VLM_FAMILIES, build_tiny_vlm
 
+ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = ("What AUs are conveyed by this face?", "What emotions are conveyed by this face? Describe the mouth.")
 # The token each family's prior follows: the one that closes an image's block (LLaVA's block is its image tokens).
 CLOSING_TOKEN = {
@@ -41,7 +45,8 @@ class FixedPriors:
 
 def images(n, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    return [Image.fromarray((torch.rand(40 + 8 * i, 48, 3, generator=generator) * 255).byte().numpy()) for i in range(n)]
+    arrays = [(torch.rand(40 + 8 * i, 48, 3, generator=generator) * 255).byte().numpy() for i in range(n)]
+    return [Image.fromarray(array) for array in arrays]
 
 
 def priors(n, seed=0):
@@ -67,7 +72,8 @@ class Converted:
     def __init__(self, family):
         self.family = family
         self.base, self.base_processor = build_tiny_vlm(family)
-        self.base_inputs = self.base_processor(images=images(1), text=[prompt(self.base_processor)], return_tensors="pt")
+        text = [prompt(self.base_processor)]
+        self.base_inputs = self.base_processor(images=images(1), text=text, return_tensors="pt")
         with torch.no_grad():
             self.base_logits = self.base(**self.base_inputs).logits
         self.base_vocab = self.base.get_input_embeddings().num_embeddings
@@ -103,7 +109,7 @@ def test_classes_configs_and_token(tiny):
     assert type(tiny.model) is family.for_conditional_generation_class and type(tiny.model.model) is family.model_class
     assert type(tiny.processor) is family.processor_class
     config = tiny.model.config
-    assert (config.facial_prior_dim, config.facial_prior_backend, config.use_facial_prior) == (136, "face_alignment", True)
+    assert (config.facial_prior_dim, config.facial_prior_backend) == (136, "face_alignment") and config.use_facial_prior
     assert config.facial_prior_token_id == tiny.processor.facial_prior_token_id == tiny.base_vocab  # a new token
     assert tiny.model.get_input_embeddings().num_embeddings == tiny.base_vocab + 1  # resized for it
     assert config.get_text_config().vocab_size == tiny.base_vocab + 1
@@ -124,7 +130,7 @@ def test_every_base_weight_is_kept_and_only_the_projector_is_new(family):
     for key, value in before.items():
         assert torch.equal(after[key], value), key
     assert set(after) - set(before) == {
-        f"model.facial_prior_projector.{layer}.{kind}" for layer in ("linear_1", "linear_2") for kind in ("weight", "bias")
+        f"model.facial_prior_projector.linear_{layer}.{kind}" for layer in (1, 2) for kind in ("weight", "bias")
     }
     assert model.model.facial_prior_projector.linear_1.weight.std() > 0
 
@@ -174,14 +180,36 @@ def test_idefics3_image_splitting_puts_the_prior_after_the_global_image():
     processor = add_facial_prior_token(base_processor)
     processor.image_processor.do_image_splitting = True
     processor.image_processor.size = {"longest_edge": 112}
-    inputs = processor(images=images(1), text=[prompt(processor)], facial_priors=priors(1), return_text_replacement_offsets=True)
+    inputs = processor(images=images(1), text=[prompt(processor)], facial_priors=priors(1),
+                       return_text_replacement_offsets=True)
     tokens = processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
     position = tokens.index("<facial_prior>")
     assert tokens.count("<fake_token_around_image>") > 2 and tokens.count("<facial_prior>") == 1
     assert tokens[position - 1] == "<fake_token_around_image>" and "<image>" not in tokens[position:]
     assert "<global-img>" in tokens[:position]
     offsets = inputs["text_replacement_offsets"][0][0]
-    assert not offsets["replacement"].count("<facial_prior>")  # the image's own span stays the base's
+    assert offsets["replacement"].endswith("<fake_token_around_image><facial_prior>")  # the image's expansion
+
+
+def test_assistant_masks_cover_exactly_the_answer_after_the_inserted_prior_tokens(tiny):
+    """`apply_chat_template` places the answer mask with the expansion offsets, which count the prior tokens (the
+    tiny template gets `{% generation %}` markers around the answer, as TRL's assistant-only loss needs)."""
+    answer = "AU12 - Lip Corner Puller."
+    content = [{"type": "image"}, {"type": "text", "text": QUESTIONS[0]}, {"type": "image"}]
+    messages = [{"role": "user", "content": content},
+                {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
+    marked = tiny.processor.chat_template.replace("{%- if message['content'] is string -%}",
+                              "{%- if message['role'] == 'assistant' -%}{%- generation -%}"
+                              "{{- message['content'][0]['text'] -}}{%- endgeneration -%}"
+                              "{%- elif message['content'] is string -%}", 1)
+    batch = tiny.processor.apply_chat_template(
+        messages, chat_template=marked, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+        processor_kwargs={"images": images(2), "facial_priors": priors(2)},
+    )
+    ids = torch.tensor(batch["input_ids"][0])
+    assert (ids == tiny.prior_id).sum() == 2
+    answer_ids = ids[torch.tensor(batch["assistant_masks"][0]).bool()]
+    assert tiny.processor.tokenizer.decode(answer_ids).strip() == answer
 
 
 def test_gemma3_image_tokens_do_not_attend_to_the_prior():
@@ -190,6 +218,22 @@ def test_gemma3_image_tokens_do_not_attend_to_the_prior():
     inputs = tiny.inputs()
     position = (inputs["input_ids"][0] == tiny.prior_id).nonzero().item()
     assert inputs["token_type_ids"][0, position] == 0 and inputs["token_type_ids"][0, position - 2] == 1
+
+
+def test_training_reaches_the_prior_projector_through_the_family_collator(tiny):
+    """EmoLA's collator renders each family's template; the loss skips image and prior tokens and trains the prior."""
+    from transformers_emola.training import EmolaDataCollator
+
+    rows = [{"images": [image], "facial_priors": prior.tolist(), "messages": [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTIONS[0]}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "AU12 - Lip Corner Puller."}]}]}
+        for image, prior in zip(images(2), priors(2))]
+    batch = EmolaDataCollator(tiny.processor, assistant_only_loss=False)(rows)
+    assert (batch["input_ids"] == tiny.prior_id).sum(-1).tolist() == [1, 1]
+    assert not torch.isin(batch["labels"], torch.tensor([tiny.prior_id, tiny.model.config.image_token_id])).any()
+    model = copy.deepcopy(tiny.model).train()
+    model(**batch).loss.backward()
+    assert model.model.facial_prior_projector.linear_1.weight.grad.abs().sum() > 0
 
 
 # ---------------------------------------------------------------------------------------------------- save / load
@@ -208,7 +252,8 @@ def test_save_and_auto_load_are_exact(tiny, tmp_path):
     for key, value in tiny.model.state_dict().items():
         assert torch.equal(loaded[key], value), key
     inputs = tiny.inputs()
-    reloaded_inputs = processor(images=images(1), text=[prompt(processor)], facial_priors=priors(1), return_tensors="pt")
+    reloaded_inputs = processor(images=[images(1)], text=[prompt(processor)], facial_priors=priors(1),
+                                return_tensors="pt")
     for key in inputs:
         torch.testing.assert_close(reloaded_inputs[key], inputs[key], rtol=0, atol=0)
     original = owned(copy.deepcopy(tiny.model))
@@ -231,7 +276,7 @@ def test_generate_reads_the_prior_at_prefill(tiny):
 
 def test_batched_generate_equals_one_by_one(tiny):
     batch = tiny.inputs(QUESTIONS)
-    kwargs = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    kwargs = dict(max_new_tokens=3, min_new_tokens=3, do_sample=False)
     batched = tiny.model.generate(**batch, **kwargs)[:, batch["input_ids"].shape[1]:]
     for i, question in enumerate(QUESTIONS):
         single = tiny.processor(images=[images(2)[i]], text=[prompt(tiny.processor, question)],
@@ -242,7 +287,7 @@ def test_batched_generate_equals_one_by_one(tiny):
 
 def test_beams_and_num_return_sequences_expand_priors_per_sample(tiny):
     batch = tiny.inputs(QUESTIONS)
-    kwargs = dict(max_new_tokens=3, do_sample=False, num_beams=2)
+    kwargs = dict(max_new_tokens=2, do_sample=False, num_beams=2)
     output = tiny.model.generate(**batch, num_return_sequences=2, **kwargs)
     assert output.shape[0] == 4
     torch.testing.assert_close(output[0::2], tiny.model.generate(**batch, **kwargs), rtol=0, atol=0)
@@ -347,7 +392,25 @@ def test_errors_name_the_input():
     with pytest.raises(ValueError, match="supported: llava, qwen2_5_vl, idefics3, gemma3"):
         add_facial_prior(torch.nn.Linear(2, 2), facial_prior_dim=136)
     emola_processor = add_facial_prior_token(processor)
-    inputs = emola_processor(images=images(1), text=[prompt(emola_processor)], facial_priors=priors(1), return_tensors="pt")
+    inputs = emola_processor(images=images(1), text=[prompt(emola_processor)], facial_priors=priors(1),
+                             return_tensors="pt")
     del inputs["facial_priors"]
     with pytest.raises(ValueError, match="facial_priors is missing"):
         model(**inputs)
+
+
+# ---------------------------------------------------------------------------------------------------------- example
+def test_example_script_shows_every_guarantee_on_qwen2_5_vl_and_idefics3(tmp_path):
+    spec = importlib.util.spec_from_file_location("facial_prior_any_vlm", ROOT / "examples/facial_prior_any_vlm.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    results = example.main(example.ScriptArguments(output_dir=str(tmp_path)))
+    assert set(results) == {"qwen2_5_vl", "idefics3"}
+    for name, result in results.items():
+        assert example.holds(result), (name, result)
+        assert result["no prior token = base"] is True and result["before prior: max |diff|"] == 0.0
+        assert result["from prior on: min |diff|"] > 1e-4 and result["generate: other prior |diff|"] > 1e-4
+        saved = json.loads((tmp_path / name / "config.json").read_text())
+        assert saved["model_type"] == f"emola_{name}" and saved["facial_prior_token_id"] == example.PRIOR
+    assert results["qwen2_5_vl"]["model"] == "EmolaQwen2_5_VLForConditionalGeneration"
+    assert results["idefics3"]["model"] == "EmolaIdefics3ForConditionalGeneration"

@@ -42,7 +42,8 @@ class FacialPriorConfigMixin(PreTrainedConfig):
         if self.facial_prior_dim <= 0:
             raise ValueError(f"facial_prior_dim must be positive, got {self.facial_prior_dim}")
         image_token_id = getattr(self, "image_token_id", None)
-        if self.use_facial_prior and self.facial_prior_token_id is not None and self.facial_prior_token_id == image_token_id:
+        token_id = self.facial_prior_token_id
+        if self.use_facial_prior and token_id is not None and token_id == image_token_id:
             raise ValueError(
                 f"facial_prior_token_id ({self.facial_prior_token_id}) must differ from the image token id"
             )

@@ -235,7 +235,8 @@ def add_facial_prior(
     >>> from transformers_emola.testing_utils import build_tiny_vlm
     >>> base, processor = build_tiny_vlm("idefics3")
     >>> model = transformers_emola.add_facial_prior(base, facial_prior_dim=136, processor=processor)
-    >>> type(model).__name__, model.config.facial_prior_token_id == processor.tokenizer.convert_tokens_to_ids("<facial_prior>")
+    >>> type(model).__name__, model.config.facial_prior_token_id == processor.tokenizer.convert_tokens_to_ids(
+    ...     "<facial_prior>")
     ('EmolaIdefics3ForConditionalGeneration', True)
 
     ```"""
@@ -327,7 +328,8 @@ def add_facial_prior_token(
     >>> processor = transformers_emola.add_facial_prior_token(base_processor)
     >>> messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}]
     >>> prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    >>> inputs = processor(images=Image.new("RGB", (32, 32)), text=prompt, facial_priors=torch.zeros(1, 136), return_tensors="pt")
+    >>> face = Image.new("RGB", (32, 32))
+    >>> inputs = processor(images=face, text=prompt, facial_priors=torch.zeros(1, 136), return_tensors="pt")
     >>> tokens = processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
     >>> tokens[tokens.index("<facial_prior>") - 1], tuple(inputs["facial_priors"].shape)
     ('<fake_token_around_image>', (1, 136))

@@ -101,7 +101,12 @@ class FacialPriorProcessorMixin:
         return end
 
     def get_text_with_replacements(self, text, images_replacements=(), *args, **kwargs):
-        """The base expansion, then one `<facial_prior>` after each image; the returned offsets follow the insertions."""
+        """The base expansion, then one `<facial_prior>` after each image.
+
+        In the returned offsets an image's expansion ends with its prior token (for Qwen2.5-VL its placeholder
+        then also covers the `<|vision_end|>` the prior follows), so that what is computed from them (the
+        assistant-token masks of `apply_chat_template`) accounts for the inserted tokens.
+        """
         text, batch_offsets = super().get_text_with_replacements(text, images_replacements, *args, **kwargs)
         if not self.use_facial_prior:
             return text, batch_offsets
@@ -115,9 +120,12 @@ class FacialPriorProcessorMixin:
                     continue
                 position = self._facial_prior_position(text[index], start, end)
                 text[index] = text[index][:position] + token + text[index][position:]
-                if position < end:  # the closing token sits inside the replacement (Gemma 3's "<end_of_image>\n\n")
-                    offset["new_span"] = (start, end + len(token))
-                    offset["replacement"] = text[index][start : end + len(token)]
+                if position > end:  # the closing token after the replacement becomes part of the placeholder
+                    closing = text[index][end:position]
+                    offset["span"] = (offset["span"][0], offset["span"][1] + len(closing))
+                    offset["text"] += closing
+                offset["new_span"] = (start, max(position, end) + len(token))
+                offset["replacement"] = text[index][start : offset["new_span"][1]]
                 shift += len(token)
         return text, batch_offsets
 

@@ -224,8 +224,8 @@ def build_tiny_vlm(family: str, hidden_size: int = 32, num_hidden_layers: int = 
     elif family == "qwen2_5_vl":
         tokens = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
         tokenizer = build_tiny_tokenizer(special_tokens=[*_BASE_SPECIAL_TOKENS, *tokens], extra_special_tokens={})
-        template = _chat_template("<|im_start|>{role}\\n", "<|im_end|>\\n", "<|vision_start|><|image_pad|><|vision_end|>",
-                                  "<|im_start|>assistant\\n")
+        image = "<|vision_start|><|image_pad|><|vision_end|>"
+        template = _chat_template("<|im_start|>{role}\\n", "<|im_end|>\\n", image, "<|im_start|>assistant\\n")
         image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56)
         processor = ImageOnlyQwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                                  chat_template=template)
