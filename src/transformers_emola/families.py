@@ -160,11 +160,12 @@ def _facial_prior_backend(facial_prior_dim: int, facial_prior_backend: str | Non
 
 
 def _take_over_modules(source: nn.Module, target: nn.Module) -> None:
-    """Move `source`'s parameters, buffers and submodules into `target`, a module of the same structure.
+    """Give `target` (built on the meta device, same structure) the very parameters, buffers and submodules of
+    `source`.
 
     Where `target` holds EmoLA's subclass of `source`'s module (the levels the facial-prior mixins extend), descend
-    instead, so that EmoLA's additions (the prior projector) stay. Moving whole modules keeps their tensors, devices,
-    hooks and tied weights exactly as they are.
+    instead, so that EmoLA's additions (the prior projector) stay. Handing over whole modules keeps their tensors,
+    devices, hooks and tied weights exactly as they are.
     """
     target._parameters.update(source._parameters)
     target._buffers.update(source._buffers)
