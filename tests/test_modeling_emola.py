@@ -16,7 +16,7 @@ from transformers import (
 
 import transformers_emola  # noqa: F401  (registers the Auto* classes)
 from transformers_emola import EmolaConfig, EmolaForConditionalGeneration, EmolaModel, EmolaProcessor
-from transformers_emola.testing_utils import build_tiny_emola
+from transformers_emola import build_tiny_emola
 
 QUESTION = "What AUs are conveyed by this face?"
 

@@ -1,4 +1,4 @@
-"""What EmoLA relies on from transformers' LLaVA and generation code, one test per promise.
+"""What EmoLA relies on from transformers' LLaVA, the other base families and generation code, one test per promise.
 
 EmoLA is a delta (`modeling_facial_prior.py`): it swaps the prior into the input embeddings and lets LLaVA's own
 forward run. When an upstream release moves one of the pieces below, the test named after it fails and says what
@@ -10,10 +10,12 @@ import inspect
 
 import pytest
 import torch
-from transformers import GenerationMixin, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+from transformers import GenerationMixin, LlavaConfig, LlavaForConditionalGeneration
+from transformers.processing_utils import ProcessorMixin
 from transformers.models.llava import modeling_llava
 
-from transformers_emola.testing_utils import build_tiny_emola
+from transformers_emola import build_tiny_emola
+from transformers_emola.testing_utils import TINY_VLM_FAMILIES, build_tiny_vlm
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +116,52 @@ def test_generate_validates_model_kwargs_against_the_forward_signature():
     assert "inspect.signature(self.forward)" in source
 
 
-def test_llava_processor_expands_images_in_replace_image_token():
-    """EmolaProcessor's two-line delta: the image tokens, then `<facial_prior>`."""
-    parameters = list(inspect.signature(LlavaProcessor.replace_image_token).parameters)
-    assert parameters[:3] == ["self", "image_inputs", "image_idx"]
+@pytest.mark.parametrize("family", TINY_VLM_FAMILIES)
+def test_every_family_processor_expands_images_through_get_text_with_replacements(family):
+    """The processor delta (`processing_facial_prior.py`) inserts `<facial_prior>` after this expansion step, using
+    the `new_span` offsets it returns; the family's own `replace_image_token` gives the image's tokens."""
+    parameters = list(inspect.signature(ProcessorMixin.get_text_with_replacements).parameters)
+    assert parameters[:3] == ["self", "text", "images_replacements"]
+    _, processor = build_tiny_vlm(family)
+    image = torch.rand(56, 56, 3).mul(255).byte().numpy()
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    returned = []
+    original = type(processor).get_text_with_replacements
+
+    def spy(self, *args, **kwargs):
+        returned.append(original(self, *args, **kwargs))
+        return returned[-1]
+
+    type(processor).get_text_with_replacements = spy
+    try:
+        processor(images=image, text=text)
+    finally:
+        type(processor).get_text_with_replacements = original
+    assert returned, f"{type(processor).__name__} no longer expands images through get_text_with_replacements"
+    expanded, offsets = returned[0]
+    (offset,) = offsets[0]
+    start, end = offset["new_span"]
+    assert offset["type"] == "image" and expanded[0][start:end] == offset["replacement"]
+
+
+def test_processors_save_the_arguments_of_their_init():
+    """Why each family's EmoLA processor lists its settings in `__init__` (saved and reloaded by name)."""
+    source = inspect.getsource(ProcessorMixin.to_dict)
+    assert "inspect.signature(self.__init__)" in source
+
+
+def test_qwen2_5_vl_reads_image_placeholders_and_positions_from_the_ids_next_to_the_embeddings():
+    """Why Qwen2.5-VL's binding hands its forward the ids together with the swapped embeddings."""
+    model, processor = build_tiny_vlm("qwen2_5_vl")
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}]
+    inputs = processor(images=torch.rand(56, 56, 3).mul(255).byte().numpy(),
+                       text=processor.apply_chat_template(messages, add_generation_prompt=True), return_tensors="pt")
+    embeds = model.get_input_embeddings()(inputs["input_ids"])
+    with torch.no_grad():
+        from_ids = model(**inputs).logits
+        from_both = model(**inputs, inputs_embeds=embeds).logits
+    torch.testing.assert_close(from_both, from_ids, rtol=0, atol=0)
 
 
 def test_compile_safe_checks_and_decorators_exist():

@@ -5,11 +5,12 @@ from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 from transformers.models.llava.configuration_llava import LlavaConfig
 
+from .configuration_facial_prior import FacialPriorConfigMixin
 from .faba import FACIAL_PRIOR_DIMS  # re-exported: the prior length of each backend (212 for the released models)
 
 
 @strict
-class EmolaConfig(LlavaConfig):
+class EmolaConfig(FacialPriorConfigMixin, LlavaConfig):
     r"""
     Configuration of an EmoLA model: LLaVA-1.5 (CLIP ViT-L/14-336 + `mlp2x_gelu` projector + Vicuna) with a facial
     prior expert whose landmark vector becomes one extra token right after the image tokens.
@@ -70,19 +71,7 @@ class EmolaConfig(LlavaConfig):
     @classmethod
     def from_llava_config(cls, llava_config: LlavaConfig, **emola_kwargs) -> "EmolaConfig":
         """The EmoLA configuration of a LLaVA-1.5 model plus the facial-prior settings in `emola_kwargs`."""
-        values = llava_config.to_dict()
-        for key in ("model_type", "architectures", "transformers_version", "auto_map"):
-            values.pop(key, None)
-        return cls(**values, **emola_kwargs)
-
-    def validate_architecture(self):
-        """Part of `@strict` validation: the prior placeholder must be a real, distinct token."""
-        if self.facial_prior_dim <= 0:
-            raise ValueError(f"facial_prior_dim must be positive, got {self.facial_prior_dim}")
-        if self.use_facial_prior and self.facial_prior_token_id == self.image_token_index:
-            raise ValueError(
-                f"facial_prior_token_id ({self.facial_prior_token_id}) must differ from the image token id"
-            )
+        return cls.from_base_config(llava_config, **emola_kwargs)
 
 
 __all__ = ["EmolaConfig", "FACIAL_PRIOR_DIMS"]

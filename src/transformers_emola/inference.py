@@ -47,7 +47,8 @@ def generate_answers(
         return []
     prompts = [build_prompt(processor, question) for question in questions]
     kwargs = {"facial_priors": facial_priors} if facial_priors is not None and processor.use_facial_prior else {}
-    inputs = processor(images=list(images), text=prompts, padding=True, return_tensors="pt", **kwargs)
+    # One image per prompt, nested as every family's processor reads it (Gemma 3 and Idefics3 need the nesting).
+    inputs = processor(images=[[image] for image in images], text=prompts, padding=True, return_tensors="pt", **kwargs)
     inputs = inputs.to(model.device)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)

@@ -69,11 +69,6 @@ class EmolaModel(FacialPriorModelMixin, LlavaModel):
 
     config_class = EmolaConfig
 
-    def __init__(self, config: EmolaConfig):
-        super().__init__(config)
-        self.facial_prior_projector = EmolaFacialPriorProjector(config) if config.use_facial_prior else None
-        self.post_init()
-
 
 class EmolaForConditionalGeneration(
     FacialPriorForConditionalGenerationMixin, EmolaPreTrainedModel, LlavaForConditionalGeneration, GenerationMixin
@@ -88,7 +83,7 @@ class EmolaForConditionalGeneration(
 
     ```python
     >>> import torch
-    >>> from transformers_emola.testing_utils import build_tiny_emola
+    >>> from transformers_emola import build_tiny_emola
     >>> model, processor = build_tiny_emola()
     >>> messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What AUs are conveyed by this face?"}]}]
     >>> prompt = processor.apply_chat_template(messages, add_generation_prompt=True)

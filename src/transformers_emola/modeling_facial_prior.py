@@ -14,8 +14,9 @@ Two mixins carry the delta, one for each level transformers' VLMs have:
   output can report the prior's embeddings), and the generate plumbing (priors are read at prefill only, grouped
   per sample when beams or `num_return_sequences` expand the batch, placeholders never generated).
 
-A family opts in by listing the mixin before its base class; the config must carry `facial_prior_token_id`,
-`facial_prior_dim`, `facial_prior_backend` and `use_facial_prior` (see `EmolaConfig`).
+A family opts in by listing the mixins before its base classes and naming its inner class on the LM-head class
+(`facial_prior_model_class`); the config carries `facial_prior_token_id`, `facial_prior_dim`, `facial_prior_backend`
+and `use_facial_prior` (`FacialPriorConfigMixin`). `modeling_emola_qwen2_5_vl.py` is a whole binding.
 """
 
 from __future__ import annotations
@@ -120,9 +121,19 @@ def _has_visual_inputs(kwargs: dict) -> bool:
 class FacialPriorModelMixin:
     """The facial-prior delta on a VLM's inner model: projector, placeholder mask, swap into the embeddings, checks.
 
-    List it before the base class (`class EmolaModel(FacialPriorModelMixin, LlavaModel)`) and build the projector
-    in `__init__` with `self.facial_prior_projector = EmolaFacialPriorProjector(config)`.
+    List it before the base class (`class EmolaModel(FacialPriorModelMixin, LlavaModel)`): the base builds its
+    modules, then the prior projector is added (`None` when `config.use_facial_prior` is False).
     """
+
+    def __init__(self, config, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        if config.use_facial_prior and config.facial_prior_token_id is None:
+            raise ValueError(
+                "config.facial_prior_token_id is None: set the id of the <facial_prior> token (add_facial_prior does "
+                "this) or use_facial_prior=False"
+            )
+        self.facial_prior_projector = EmolaFacialPriorProjector(config) if config.use_facial_prior else None
+        self.post_init()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -222,9 +233,20 @@ class FacialPriorModelMixin:
 class FacialPriorForConditionalGenerationMixin:
     """The facial-prior delta on a VLM's LM-head model: the swap before the base forward, and generate plumbing.
 
-    The inner model (`self.model`) must use `FacialPriorModelMixin`. Call `suppress_placeholder_tokens()` at the
-    end of `__init__`.
+    The inner model (`self.model`) is the family's `facial_prior_model_class` (a `FacialPriorModelMixin` class).
     """
+
+    #: The family's inner model class, with `FacialPriorModelMixin`.
+    facial_prior_model_class: type | None = None
+
+    def __init__(self, config, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        # The base __init__ built its own inner model; EmoLA's replaces it, so no upstream __init__ is restated.
+        # from_pretrained builds both on the meta device, where the first costs nothing.
+        self.model = self.facial_prior_model_class(config)
+        self.post_init()
+        placeholders = [config.image_token_id] + ([config.facial_prior_token_id] if config.use_facial_prior else [])
+        self.suppress_placeholder_tokens(placeholders)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -21,8 +21,19 @@ SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "<facial_prior>"]
 BASE_CORPUS = [EMOLA_SYSTEM_PROMPT, "USER: ASSISTANT:", AU_QUESTION, EMOTION_QUESTION]
 
 
-def build_tiny_tokenizer(texts: Iterable[str] = (), vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    """A Llama-like (SentencePiece-style, `<s>`-prefixed) BPE tokenizer trained on `texts` + EmoLA's prompts."""
+def build_tiny_tokenizer(
+    texts: Iterable[str] = (),
+    vocab_size: int = 400,
+    special_tokens: Iterable[str] = SPECIAL_TOKENS,
+    extra_special_tokens: dict[str, str] | None = None,
+) -> PreTrainedTokenizerFast:
+    """A Llama-like (SentencePiece-style, `<s>`-prefixed) BPE tokenizer trained on `texts` + EmoLA's prompts.
+
+    `special_tokens` (ids in that order, from 0) and `extra_special_tokens` (named ones, such as `image_token`) let
+    the tiny models of other families (`build_tiny_vlm`) use their own placeholders.
+    """
+    if extra_special_tokens is None:
+        extra_special_tokens = {"image_token": "<image>", "facial_prior_token": "<facial_prior>"}
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -30,7 +41,7 @@ def build_tiny_tokenizer(texts: Iterable[str] = (), vocab_size: int = 400) -> Pr
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[AddedToken(token, special=True, normalized=False) for token in SPECIAL_TOKENS],
+        special_tokens=[AddedToken(token, special=True, normalized=False) for token in special_tokens],
         initial_alphabet=list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?'\"()-–/%\n "),
         show_progress=False,
     )
@@ -44,7 +55,7 @@ def build_tiny_tokenizer(texts: Iterable[str] = (), vocab_size: int = 400) -> Pr
         eos_token="</s>",
         unk_token="<unk>",
         pad_token="<pad>",
-        extra_special_tokens={"image_token": "<image>", "facial_prior_token": "<facial_prior>"},
+        extra_special_tokens=extra_special_tokens,
         padding_side="left",
         model_max_length=4096,
     )

@@ -121,7 +121,8 @@ class EmolaDataCollator:
         return dict(batch)
 
     def _placeholder_ids(self) -> list[int]:
-        ids = [self.processor.image_token_id]
+        # The ids of the image tokens in the expanded text (Gemma 3's differ from the placeholder users write).
+        ids = [i for i in getattr(self.processor, "image_token_ids", [self.processor.image_token_id]) if i is not None]
         if self.processor.use_facial_prior:
             ids.append(self.processor.facial_prior_token_id)
         return ids
