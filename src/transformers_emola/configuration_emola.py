@@ -1,3 +1,4 @@
+# Copyright 2024 The transformers-emola authors. Licensed under the Apache License, Version 2.0.
 """EmoLA model configuration: a LLaVA-1.5 configuration plus the facial-prior token."""
 
 from huggingface_hub.dataclasses import strict

@@ -1,3 +1,4 @@
+# Copyright 2024 The transformers-emola authors. Licensed under the Apache License, Version 2.0.
 """The facial-prior settings a VLM configuration carries, shared by EmoLA on every base family.
 
 A family's EmoLA configuration is its base configuration plus these four fields and its own `model_type`

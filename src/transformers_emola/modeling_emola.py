@@ -1,3 +1,4 @@
+# Copyright 2024 The transformers-emola authors. Licensed under the Apache License, Version 2.0.
 """PyTorch EmoLA: LLaVA-1.5 plus one facial-prior token.
 
 The whole delta on `transformers`' LLaVA is in `modeling_facial_prior.py` (a second `mlp2x_gelu` projector, the

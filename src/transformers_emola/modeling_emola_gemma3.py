@@ -1,3 +1,4 @@
+# Copyright 2024 The transformers-emola authors. Licensed under the Apache License, Version 2.0.
 """EmoLA on Gemma 3: the facial-prior token right after each image's `<end_of_image>`.
 
 The binding only names classes: the facial-prior delta is `modeling_facial_prior.py` (model),

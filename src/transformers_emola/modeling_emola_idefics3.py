@@ -1,3 +1,4 @@
+# Copyright 2024 The transformers-emola authors. Licensed under the Apache License, Version 2.0.
 """EmoLA on Idefics3 (and SmolVLM, whose checkpoints are Idefics3): the facial-prior token right after each
 image's closing `<fake_token_around_image>`.
 

@@ -1,3 +1,4 @@
+# Copyright 2024 The transformers-emola authors. Licensed under the Apache License, Version 2.0.
 """EmoLA on Qwen2.5-VL: the facial-prior token right after each image's `<|vision_end|>`.
 
 The binding only names classes: the facial-prior delta is `modeling_facial_prior.py` (model),

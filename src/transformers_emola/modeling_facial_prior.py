@@ -1,3 +1,4 @@
+# Copyright 2024 The transformers-emola authors. Licensed under the Apache License, Version 2.0.
 """The facial-prior token: EmoLA's one idea, as a delta that any placeholder-token VLM can carry.
 
 A landmark vector per image goes through its own `mlp2x_gelu` projector and replaces the embedding of the one

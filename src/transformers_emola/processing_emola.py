@@ -1,3 +1,4 @@
+# Copyright 2024 The transformers-emola authors. Licensed under the Apache License, Version 2.0.
 """EmoLA processor: LLaVA's processor plus the facial-prior delta (`processing_facial_prior.py`), EmoLA's
 pad-to-square preprocessing and the Vicuna-v1 template."""
 

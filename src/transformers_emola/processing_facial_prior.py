@@ -1,3 +1,4 @@
+# Copyright 2024 The transformers-emola authors. Licensed under the Apache License, Version 2.0.
 """The facial-prior delta on a VLM processor: one `<facial_prior>` token after each image, and the priors themselves.
 
 Every transformers VLM processor expands each image placeholder of the prompt into that image's visual tokens
