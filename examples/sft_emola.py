@@ -1,5 +1,5 @@
 # Copyright 2024 the transformers-emola authors. Apache-2.0.
-"""Fine-tune EmoLA (LLaVA-1.5 + facial prior token) on FABA-Instruct with TRL's SFTTrainer and PEFT LoRA.
+"""Fine-tune EmoLA (LLaVA-1.5, or another VLM, + facial prior token) on FABA-Instruct with TRL's SFTTrainer and LoRA.
 
 The recipe of Li et al. (ECCV 2024): LoRA r=128/alpha=256 on every linear layer of the language model, the
 multimodal projector (lr 2e-5) and the facial-prior projector (lr 1e-4) trained fully, CLIP frozen, loss on the
@@ -15,6 +15,12 @@ answers only, 1 epoch, cosine schedule with 3 % warmup, bf16. `emola train` is t
 
     # the LLaVA-LoRA baseline of the ablations
     python examples/sft_emola.py --config examples/recipes/emola_au.yaml --use_facial_prior false
+
+    # the facial prior on another base (Qwen2.5-VL, Idefics3/SmolVLM, Gemma 3): LoRA on its language model, its own
+    # projector and the prior projector trained in full (docs/facial_prior_any_vlm.md)
+    python examples/sft_emola.py --config examples/recipes/emola_au.yaml --system_prompt auto \
+        --model_name_or_path HuggingFaceTB/SmolVLM-256M-Instruct --add_facial_prior true \
+        --output_dir checkpoints/emola-smolvlm-256m-au
 
     # offline, CPU, under a minute: a tiny random EmoLA on synthetic faces
     emola synth --out data/synthetic --num-train 64 --num-eval 8 --image-size 64 --tasks au

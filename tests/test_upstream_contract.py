@@ -145,6 +145,22 @@ def test_every_family_processor_expands_images_through_get_text_with_replacement
     assert offset["type"] == "image" and expanded[0][start:end] == offset["replacement"]
 
 
+def test_processors_map_answer_character_spans_to_tokens_past_expanded_images():
+    """EmoLA's collator finds the answers of templates without `{% generation %}` markers itself and hands their
+    character spans to this step of `apply_chat_template` (lists of offsets, as its markers' spans)."""
+    parameters = list(inspect.signature(ProcessorMixin._adjust_assistant_masks_indices).parameters)
+    assert parameters == ["self", "processed_dict", "generation_indices"]
+    _, processor = build_tiny_vlm("idefics3")
+    text = "<|im_start|>User:<image>hi<end_of_utterance>\n<|im_start|>Assistant: yes<end_of_utterance>\n"
+    batch = processor(images=torch.rand(56, 56, 3).mul(255).byte().numpy(), text=[text], return_offsets_mapping=True,
+                      return_text_replacement_offsets=True)
+    span = (text.index(" yes"), len(text))
+    batch = processor._adjust_assistant_masks_indices(batch, [[span]])
+    assert "offset_mapping" not in batch and "text_replacement_offsets" not in batch
+    ids = torch.tensor(batch["input_ids"][0])[torch.tensor(batch["assistant_masks"][0]).bool()]
+    assert processor.tokenizer.decode(ids).strip() == "yes<end_of_utterance>"
+
+
 def test_processors_save_the_arguments_of_their_init():
     """Why each family's EmoLA processor lists its settings in `__init__` (saved and reloaded by name)."""
     source = inspect.getsource(ProcessorMixin.to_dict)

@@ -295,9 +295,26 @@ def add_facial_prior(
     emola.generation_config = copy.deepcopy(model.generation_config)
     emola.suppress_placeholder_tokens([config.image_token_id, facial_prior_token_id])
     if rows > emola.get_input_embeddings().num_embeddings:
-        # The new row is never read: the prior replaces its embedding, and generation suppresses the token.
-        emola.resize_token_embeddings(rows, mean_resizing=False)
+        _resize_deterministically(emola, rows)
     return emola.train(model.training)
+
+
+def _resize_deterministically(model: nn.Module, rows: int) -> None:
+    """Resize the embeddings (and an untied LM head) to `rows`, the new rows set to the mean of the old ones.
+
+    The new input row is never read (the prior replaces its embedding), but an untied LM head's new row is: it
+    gives the `<facial_prior>` logit (suppressed in generation, part of the softmax in training). Random rows would
+    make a base converted twice differ there, so a LoRA adapter trained on one conversion would not reproduce its
+    logits on another (`merge_adapter_checkpoint` converts the base again); the mean is the same every time.
+    """
+    old_rows = model.get_input_embeddings().num_embeddings
+    model.resize_token_embeddings(rows, mean_resizing=False)
+    layers = [model.get_input_embeddings(), model.get_output_embeddings()]
+    with torch.no_grad():
+        for layer in {id(layer.weight): layer for layer in layers if layer is not None}.values():
+            layer.weight[old_rows:] = layer.weight[:old_rows].mean(0)
+            if getattr(layer, "bias", None) is not None:
+                layer.bias[old_rows:] = layer.bias[:old_rows].mean()
 
 
 def add_facial_prior_token(

@@ -7,8 +7,8 @@ What EmoLA adds to a plain TRL vision SFT, and where it lives:
 | `arguments` | `EmolaScriptArguments`: the data and run options of `emola train` / `examples/sft_emola.py` |
 | `config` | `EmolaSFTConfig`: `SFTConfig` with the paper's defaults and per-module learning rates |
 | `collator` | `EmolaDataCollator`: passes `facial_priors` to the processor, trains on the answers only |
-| `trainer` | LoRA on the language model, the three learning rates, `EmolaSFTTrainer`, `build_trainer` |
-| `models` | the model to fine-tune: an EmoLA checkpoint, or EmoLA on an HF LLaVA-1.5 checkpoint |
+| `trainer` | LoRA on the language model, the three learning rates, `EmolaSFTTrainer`, `build_trainer` (any family) |
+| `models` | the model to fine-tune: an EmoLA checkpoint, or EmoLA on a LLaVA-1.5 / Qwen2.5-VL / Idefics3 / Gemma 3 base |
 | `outputs` | merging the adapter, the run's model card, the Hub upload |
 | `recipe` | `train_emola`: all of the above, end to end |
 
@@ -22,6 +22,7 @@ _LAZY = {
     "EmolaSFTConfig": "config",
     "EmolaDataCollator": "collator",
     "IGNORE_INDEX": "collator",
+    "answer_spans": "collator",
     "EmolaSFTTrainer": "trainer",
     "PROJECTOR_MODULES": "trainer",
     "build_lora_config": "trainer",
@@ -30,8 +31,11 @@ _LAZY = {
     "freeze_vision_tower": "trainer",
     "language_model_linear_names": "trainer",
     "lora_target_modules": "trainer",
+    "trainable_projectors": "trainer",
     "LLAVA_LEGACY_KEY_MAPPING": "models",
+    "emola_processor_from_base": "models",
     "emola_processor_from_llava": "models",
+    "quantization_skip_modules": "models",
     "load_model_and_processor": "models",
     "BASE_INFO_FILE": "outputs",
     "merge_adapter": "outputs",

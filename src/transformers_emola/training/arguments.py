@@ -30,12 +30,20 @@ class EmolaScriptArguments:
     use_facial_prior: bool = field(
         default=True, metadata={"help": "False trains the LLaVA-LoRA baseline (no prior token) for ablations."}
     )
+    add_facial_prior: bool = field(
+        default=False,
+        metadata={"help": "Turn a Qwen2.5-VL, Idefics3/SmolVLM or Gemma 3 base checkpoint into its EmoLA variant "
+                          "(new <facial_prior> token, fresh prior projector) before training. LLaVA-1.5 checkpoints "
+                          "get this without the flag; EmoLA checkpoints are trained as they are."},
+    )
     facial_prior_backend: str = field(
-        default="insightface_2d106", metadata={"help": "Backend that made the priors (saved in the config)."}
+        default="insightface_2d106",
+        metadata={"help": "Backend that made the priors (saved in the config); its size must match the data's."},
     )
     system_prompt: str = field(
-        default="vicuna_v1",
-        metadata={"help": "vicuna_v1 (the official training prompt), default (the chat template's), or a text."},
+        default="auto",
+        metadata={"help": "vicuna_v1 (EmoLA's official training prompt), default (the chat template's), a text, or "
+                          "auto: vicuna_v1 for LLaVA, the chat template's own for the other families."},
     )
     pad_to_square: bool = field(default=True, metadata={"help": "Pad images to squares (EmoLA training)."})
     on_invalid: str = field(default="raise", metadata={"help": "raise or skip invalid annotation rows."})

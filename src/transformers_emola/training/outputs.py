@@ -1,7 +1,8 @@
 """What a training run leaves: the merged checkpoint, its model card, and the upload to the Hub.
 
 The adapter is saved by the trainer; `save_merged` folds it (and the fully trained projectors) into a plain
-`EmolaForConditionalGeneration` that `from_pretrained` and `pipeline` load, and `merge_adapter_checkpoint` does the
+checkpoint of the model's EmoLA class (`EmolaForConditionalGeneration`, `EmolaQwen2_5_VLForConditionalGeneration`,
+...) that `AutoModelForImageTextToText` and `pipeline` load, and `merge_adapter_checkpoint` does the
 same later, from the saved adapter, for runs that cannot merge in place (QLoRA, DeepSpeed ZeRO-3, FSDP).
 """
 
@@ -14,7 +15,6 @@ from pathlib import Path
 import torch
 
 from ..model_card import build_model_card
-from ..modeling_emola import EmolaForConditionalGeneration
 from .models import load_model_and_processor
 
 __all__ = [
@@ -30,8 +30,9 @@ __all__ = [
 BASE_INFO_FILE = "emola_base.json"
 
 
-def merge_adapter(model) -> EmolaForConditionalGeneration:
-    """Fold the LoRA weights and the trained projectors into a plain `EmolaForConditionalGeneration`."""
+def merge_adapter(model):
+    """Fold the LoRA weights and the trained projectors into the plain model (its EmoLA class, or the base's for the
+    no-prior baseline)."""
     from peft import PeftModel
 
     if not isinstance(model, PeftModel):
@@ -80,7 +81,8 @@ def merge_adapter_checkpoint(adapter_dir: str | os.PathLike, output_dir: str | o
                          "cannot be rebuilt here: merge in the training run (--merge)")
     base, _ = load_model_and_processor(
         info["base_model"], use_facial_prior=info["use_facial_prior"], facial_prior_dim=info["facial_prior_dim"],
-        facial_prior_backend=info["facial_prior_backend"], dtype=dtype, direct_llava_load=False,
+        add_facial_prior=info.get("add_facial_prior", False), facial_prior_backend=info["facial_prior_backend"],
+        dtype=dtype, direct_llava_load=False,
     )
     model = PeftModel.from_pretrained(base, adapter_dir)
     processor = AutoProcessor.from_pretrained(adapter_dir)

@@ -15,8 +15,7 @@ import torch
 from trl import SFTConfig
 
 from ..faba import VICUNA_V1_SYSTEM_PROMPT
-from ..modeling_emola import EmolaForConditionalGeneration
-from ..processing_emola import EmolaProcessor
+from ..families import facial_prior_family
 from .arguments import EmolaScriptArguments
 from .models import load_model_and_processor
 from .outputs import BASE_INFO_FILE, merge_adapter_checkpoint, push_folder_to_hub, save_merged, training_model_card
@@ -27,7 +26,19 @@ logger = logging.getLogger(__name__)
 __all__ = ["format_summary", "peak_memory_bytes", "resolve_resume", "train_emola"]
 
 
-def _system_prompt(choice: str | None) -> str | None:
+def _system_prompt(choice: str | None, model=None, model_name_or_path: str | None = None,
+                   revision: str | None = None) -> str | None:
+    """The system turn of the training conversations; "auto" is EmoLA's Vicuna prompt for LLaVA and the chat
+    template's own (none added) for the other families, whose templates and evaluation use their own."""
+    if choice == "auto":
+        from transformers import AutoConfig
+
+        try:
+            config = model.config if model is not None else AutoConfig.from_pretrained(
+                model_name_or_path, **({"revision": revision} if revision else {}))
+            choice = "vicuna_v1" if facial_prior_family(config).name == "llava" else None
+        except ValueError:
+            choice = None  # not a supported family: loading the model says so
     if choice in (None, "", "default"):
         return None
     if choice == "vicuna_v1":
@@ -71,14 +82,16 @@ def train_emola(
     model_args=None,
     callbacks: list | None = None,
     *,
-    model: EmolaForConditionalGeneration | None = None,
-    processor: EmolaProcessor | None = None,
+    model=None,
+    processor=None,
 ) -> dict[str, Any]:
     """Run EmoLA's recipe: load FABA-Instruct, load the model, add LoRA, train (or resume), save the adapter and its
     model card, optionally merge and push. Returns a summary dict (steps, samples/s, peak memory, losses, output
     paths, and the `trainer`); `format_summary(summary)` words it.
 
-    `model_args` is TRL's `ModelConfig` (`model_name_or_path`, `use_peft`, `lora_*`, `load_in_4bit`, `dtype`). A
+    `model_args` is TRL's `ModelConfig` (`model_name_or_path`, `use_peft`, `lora_*`, `load_in_4bit`, `dtype`):
+    an EmoLA checkpoint of any family, an HF LLaVA-1.5 checkpoint, or with `script_args.add_facial_prior` a
+    Qwen2.5-VL / Idefics3 / Gemma 3 base checkpoint (see `load_model_and_processor`). A
     `model` built in memory (with its `processor`) is trained instead of loading `model_name_or_path`, as `emola demo`
     does with its tiny random model; the adapter's `emola_base.json` then records no base model.
     """
@@ -89,7 +102,8 @@ def train_emola(
 
     model_args = model_args or ModelConfig()
     if model is None and not model_args.model_name_or_path:
-        raise ValueError("--model_name_or_path is required: an HF LLaVA-1.5 or EmoLA checkpoint")
+        raise ValueError("--model_name_or_path is required: an EmoLA or HF LLaVA-1.5 checkpoint, or a Qwen2.5-VL, "
+                         "Idefics3/SmolVLM or Gemma 3 one with --add_facial_prior true")
     if (model is None) != (processor is None):
         raise ValueError("pass model= and processor= together")
     if not script_args.train_annotations or not script_args.image_root:
@@ -97,7 +111,8 @@ def train_emola(
     if script_args.num_threads:
         torch.set_num_threads(script_args.num_threads)
     started = time.perf_counter()
-    system_prompt = _system_prompt(script_args.system_prompt)
+    revision = model_args.model_revision if model_args.model_revision != "main" else None
+    system_prompt = _system_prompt(script_args.system_prompt, model, model_args.model_name_or_path, revision)
     data_kwargs = dict(
         image_root=script_args.image_root, task=script_args.task, landmark_root=script_args.landmark_root,
         use_facial_prior=script_args.use_facial_prior, system_prompt=system_prompt,
@@ -121,12 +136,13 @@ def train_emola(
         model, processor = load_model_and_processor(
             base_model,
             use_facial_prior=script_args.use_facial_prior,
+            add_facial_prior=script_args.add_facial_prior,
             facial_prior_dim=prior_dim,
             facial_prior_backend=script_args.facial_prior_backend,
             dtype=model_args.dtype,
             quantization_config=quantization_config,
             attn_implementation=model_args.attn_implementation,
-            revision=model_args.model_revision if model_args.model_revision != "main" else None,
+            revision=revision,
         )
     elif quantization_config is not None:
         raise ValueError("4/8-bit loading applies to a checkpoint loaded from --model_name_or_path, not to a model "
@@ -150,6 +166,7 @@ def train_emola(
         Path(training_args.output_dir, BASE_INFO_FILE).write_text(json.dumps({
             "base_model": base_model,
             "use_facial_prior": script_args.use_facial_prior,
+            "add_facial_prior": script_args.add_facial_prior,
             "facial_prior_dim": prior_dim,
             "facial_prior_backend": script_args.facial_prior_backend,
         }, indent=2), encoding="utf-8")

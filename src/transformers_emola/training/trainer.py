@@ -2,8 +2,9 @@
 
 As the paper (and the official `LLaVATrainer`): LoRA covers every linear layer of the language model; the
 multimodal projector (at `mm_projector_lr`, 2e-5) and the facial-prior projector (at `learning_rate`, 1e-4) are
-trained fully (`modules_to_save`); CLIP stays frozen. `build_trainer` is the one place a trainer is made: the
-recipe, the demo and the benchmarks call it.
+trained fully (`modules_to_save`); the vision tower stays frozen. Where these parts sit is read from the model's
+family (`transformers_emola.families`), so the same recipe trains EmoLA on LLaVA, Qwen2.5-VL, Idefics3/SmolVLM and
+Gemma 3. `build_trainer` is the one place a trainer is made: the recipe, the demo and the benchmarks call it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from collections.abc import Sequence
 from torch import nn
 from trl import SFTConfig, SFTTrainer
 
-from ..modeling_emola import EmolaForConditionalGeneration
-from ..processing_emola import EmolaProcessor
+from ..families import FACIAL_PRIOR_PROJECTOR, facial_prior_family
 from .collator import EmolaDataCollator
 
 logger = logging.getLogger(__name__)
@@ -30,16 +30,40 @@ __all__ = [
     "freeze_vision_tower",
     "language_model_linear_names",
     "lora_target_modules",
+    "trainable_projectors",
 ]
 
+#: The parts trained in full, by role: the family's own (image) projector and the facial-prior projector. They name
+#: the optimizer groups (and are the LLaVA module names).
 PROJECTOR_MODULES = ("multi_modal_projector", "facial_prior_projector")
 
 
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The transformers model inside a PEFT wrapper (module paths of the family are relative to it)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _submodule(model: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:  # the LLaVA-LoRA baseline has no prior projector
+        return None
+
+
+def trainable_projectors(model: nn.Module) -> dict[str, str]:
+    """Role (`PROJECTOR_MODULES`) -> module path of the parts EmoLA trains in full: the family's projector (LLaVA's
+    `model.multi_modal_projector`, Qwen2.5-VL's `model.visual.merger`, Idefics3's `model.connector`, ...) and the
+    facial-prior projector, when the model has one."""
+    model = _unwrapped(model)
+    family = facial_prior_family(model)
+    paths = dict(zip(PROJECTOR_MODULES, (family.projector, FACIAL_PRIOR_PROJECTOR)))
+    return {role: path for role, path in paths.items() if _submodule(model, path) is not None}
+
+
 def _language_model(model: nn.Module) -> tuple[str, nn.Module]:
-    for name, module in model.named_modules():
-        if name.split(".")[-1] == "language_model":
-            return name, module
-    raise ValueError(f"{type(model).__name__} has no `language_model` submodule to put LoRA on")
+    model = _unwrapped(model)
+    path = facial_prior_family(model).language_model
+    return path, model.get_submodule(path)
 
 
 def language_model_linear_names(model: nn.Module) -> list[str]:
@@ -52,7 +76,8 @@ def lora_target_modules(model: nn.Module) -> str:
     """A PEFT `target_modules` regex that matches exactly the language model's linear layers.
 
     Written as a pattern (not 224 names) so the adapter config stays readable; checked against the model, so a
-    layer added elsewhere with the same leaf name (e.g. a projector's `linear_1`) can never be caught by it.
+    layer elsewhere with the same leaf name (a projector's `linear_1`, Qwen2.5-VL's vision `gate_proj`) can never be
+    caught by it.
     """
     names = language_model_linear_names(model)
     if not names:
@@ -60,7 +85,7 @@ def lora_target_modules(model: nn.Module) -> str:
     prefix, _ = _language_model(model)
     leaves = sorted({name.rsplit(".", 1)[-1] for name in names})
     pattern = rf"{re.escape(prefix)}\..*\.({'|'.join(map(re.escape, leaves))})"
-    linear = {name for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    linear = {name for name, module in _unwrapped(model).named_modules() if isinstance(module, nn.Linear)}
     matched = {name for name in linear if re.fullmatch(pattern, name)}
     if matched != set(names):
         return "|".join(re.escape(name) for name in names)  # fall back to the explicit list as one pattern
@@ -77,11 +102,12 @@ def build_lora_config(
     use_rslora: bool = False,
     use_dora: bool = False,
 ):
-    """EmoLA's `LoraConfig`: r=128, alpha=256, dropout 0.05 on every LM linear; both projectors fully trained."""
+    """EmoLA's `LoraConfig`: r=128, alpha=256, dropout 0.05 on every LM linear; the family's projector and the prior
+    projector fully trained (by module path, `trainable_projectors`)."""
     from peft import LoraConfig
 
     if modules_to_save is None:
-        modules_to_save = [name for name in PROJECTOR_MODULES if _has_module(model, name)]
+        modules_to_save = list(trainable_projectors(model).values())
     return LoraConfig(
         r=r,
         lora_alpha=lora_alpha,
@@ -95,10 +121,6 @@ def build_lora_config(
     )
 
 
-def _has_module(model: nn.Module, leaf: str) -> bool:
-    return any(name.split(".")[-1] == leaf and module is not None for name, module in model.named_modules())
-
-
 def emola_parameter_groups(
     model: nn.Module,
     learning_rate: float,
@@ -109,9 +131,11 @@ def emola_parameter_groups(
 ) -> list[dict]:
     """Optimizer groups of the trainable parameters, as the official `LLaVATrainer.create_optimizer`.
 
-    `multi_modal_projector` gets `mm_projector_lr`, `facial_prior_projector` gets `facial_prior_projector_lr`, the
-    rest (LoRA, or the LM when fully fine-tuned) `learning_rate`; each split into decayed / not decayed
-    (`decay_parameter_names`, biases and norms excluded by the Trainer). Groups carry a `name`; empty ones are left out.
+    The family's projector (group `multi_modal_projector`, whatever the module is called) gets `mm_projector_lr`,
+    `facial_prior_projector` gets `facial_prior_projector_lr`, the rest (LoRA, or the LM when fully fine-tuned)
+    `learning_rate`; each split into decayed / not decayed (`decay_parameter_names`, biases and norms excluded by the
+    Trainer). Parameters are assigned by module (`trainable_projectors`), so a PEFT `modules_to_save` copy counts
+    with its module. Groups carry a `name`; empty ones are left out.
     """
     rates = {
         "multi_modal_projector": learning_rate if mm_projector_lr is None else mm_projector_lr,
@@ -119,11 +143,14 @@ def emola_parameter_groups(
         "language_model": learning_rate,
     }
     decay = set(decay_parameter_names) if decay_parameter_names is not None else None
+    base = _unwrapped(model)
+    role_of = {id(parameter): role for role, path in trainable_projectors(base).items()
+               for parameter in base.get_submodule(path).parameters()}
     members: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        part = next((key for key in PROJECTOR_MODULES if f"{key}." in name), "language_model")
+        part = role_of.get(id(parameter), "language_model")
         decayed = weight_decay > 0 and (decay is None or name in decay)
         members.setdefault((part, decayed), []).append(parameter)
     groups = []
@@ -166,7 +193,7 @@ class EmolaSFTTrainer(SFTTrainer):
     def __init__(self, model, args=None, data_collator=None, train_dataset=None, eval_dataset=None,
                  processing_class=None, **kwargs):
         if processing_class is None:
-            raise ValueError("EmolaSFTTrainer needs processing_class=<EmolaProcessor>")
+            raise ValueError("EmolaSFTTrainer needs processing_class=<the model's EmoLA processor>")
         if args is not None and not args.assistant_only_loss:
             logger.warning("assistant_only_loss=False: the loss covers the prompt too, unlike EmoLA's recipe")
         if data_collator is None:
@@ -176,8 +203,17 @@ class EmolaSFTTrainer(SFTTrainer):
                 assistant_only_loss=getattr(args, "assistant_only_loss", True),
                 pad_to_multiple_of=getattr(args, "pad_to_multiple_of", None),
             )
-        super().__init__(model, args=args, data_collator=data_collator, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
+        # TRL's assistant-only loss swaps in a {% generation %}-marked template for TRL's own collator and refuses
+        # templates it has no marked variant of; EmoLA's collator finds the answers itself (see EmolaDataCollator).
+        assistant_only_loss = getattr(args, "assistant_only_loss", False)
+        if assistant_only_loss:
+            args.assistant_only_loss = False
+        try:
+            super().__init__(model, args=args, data_collator=data_collator, train_dataset=train_dataset,
+                             eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
+        finally:
+            if assistant_only_loss:
+                args.assistant_only_loss = True
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -205,15 +241,22 @@ class EmolaSFTTrainer(SFTTrainer):
 
 
 def freeze_vision_tower(model: nn.Module) -> None:
-    """EmoLA never trains CLIP; this also holds for full fine-tuning without LoRA."""
-    for name, parameter in model.named_parameters():
-        if ".vision_tower." in f".{name}":
+    """EmoLA never trains the vision encoder (CLIP for LLaVA); this also holds for full fine-tuning without LoRA.
+
+    A projector that sits inside the vision tower (Qwen2.5-VL's `merger`) is the family's projector and stays
+    trainable.
+    """
+    model = _unwrapped(model)
+    family = facial_prior_family(model)
+    projector = {id(parameter) for parameter in model.get_submodule(family.projector).parameters()}
+    for parameter in model.get_submodule(family.vision_tower).parameters():
+        if id(parameter) not in projector:
             parameter.requires_grad_(False)
 
 
 def build_trainer(
-    model: EmolaForConditionalGeneration,
-    processor: EmolaProcessor,
+    model,
+    processor,
     train_dataset,
     args: SFTConfig,
     eval_dataset=None,
@@ -221,12 +264,14 @@ def build_trainer(
     callbacks: list | None = None,
     pad_to_square: bool | None = True,
 ) -> EmolaSFTTrainer:
-    """An `EmolaSFTTrainer` for `model`, with EmoLA's LoRA (`peft_config="default"`), a given `LoraConfig`, or
-    None for full fine-tuning of the LM and projectors. The vision tower is frozen either way.
+    """An `EmolaSFTTrainer` for `model` (EmoLA of any family, or a base model for the no-prior baseline) and its
+    processor, with EmoLA's LoRA (`peft_config="default"`), a given `LoraConfig`, or None for full fine-tuning of
+    the LM and projectors. The vision tower is frozen either way.
 
-    `pad_to_square` sets `processor.pad_to_square` (EmoLA's training pads; None leaves it as it is).
+    `pad_to_square` sets `processor.pad_to_square` where the processor has it (LLaVA's `EmolaProcessor`: EmoLA's
+    training pads; None leaves it as it is). The other families resize images their own way.
     """
-    if pad_to_square is not None:
+    if pad_to_square is not None and hasattr(processor, "pad_to_square"):
         processor.pad_to_square = pad_to_square
     freeze_vision_tower(model)
     if isinstance(peft_config, str):
