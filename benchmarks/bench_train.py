@@ -55,7 +55,7 @@ def _cpu_run(name: str, threads: int, steps: int, batch: int, queue) -> None:
         dataset = load_faba_instruct(paths["train_au"], tmp, split="train")
         model, processor = build_tiny_emola(texts=assistant_answers(dataset), **config)
         args = EmolaSFTConfig(output_dir=tmp, use_cpu=True, bf16=False, report_to=[], max_steps=steps + 2,
-                              per_device_train_batch_size=batch, gradient_checkpointing=False, save_strategy="no",
+                              per_device_train_batch_size=batch, activation_checkpointing=False, save_strategy="no",
                               disable_tqdm=True, logging_steps=10_000, dataloader_num_workers=0)
         marks: list[float] = []
 
@@ -126,7 +126,7 @@ def gpu_benchmark(batch: int, steps: int, text_tokens: int = 320, config=None, d
     with torch.device(device):
         model = EmolaForConditionalGeneration(config).to(dtype)
     freeze_vision_tower(model)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()
     model = get_peft_model(model, build_lora_config(model))
     optimizer = torch.optim.AdamW(emola_parameter_groups(model, 1e-4, mm_projector_lr=2e-5), lr=1e-4)

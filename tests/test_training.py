@@ -55,7 +55,7 @@ def tiny_model(dataset, **kwargs):
 
 
 def tiny_args(output_dir, **overrides):
-    values = dict(output_dir=str(output_dir), use_cpu=True, bf16=False, report_to=[], gradient_checkpointing=False,
+    values = dict(output_dir=str(output_dir), use_cpu=True, bf16=False, report_to=[], activation_checkpointing=False,
                   per_device_train_batch_size=4, dataloader_num_workers=0, save_strategy="no", disable_tqdm=True,
                   logging_steps=1, seed=7)
     values.update(overrides)

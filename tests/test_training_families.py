@@ -183,7 +183,7 @@ class Run:
             "--use_peft", "true", "--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0",
             "--max_steps", str(STEPS), "--per_device_train_batch_size", "4", "--learning_rate", str(LEARNING_RATE),
             "--mm_projector_lr", str(PROJECTOR_LR), "--warmup_steps", "0", "--logging_steps", "4", "--seed", "1",
-            "--use_cpu", "true", "--bf16", "false", "--gradient_checkpointing", "false", "--save_strategy", "no",
+            "--use_cpu", "true", "--bf16", "false", "--activation_checkpointing", "false", "--save_strategy", "no",
             "--report_to", "none", "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--merge", "true",
         ])
         self.snapshot = Snapshot()

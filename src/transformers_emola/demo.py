@@ -202,7 +202,7 @@ def run_demo(args: DemoArguments) -> dict:
         learning_rate=args.learning_rate, mm_projector_lr=args.learning_rate,
         facial_prior_projector_lr=args.prior_learning_rate, logging_steps=5, save_strategy="no",
         seed=args.seed, dataloader_num_workers=0, disable_tqdm=not args.progress, max_length=None,
-        gradient_checkpointing=not tiny,  # memory is no issue for the tiny model; speed is
+        activation_checkpointing=not tiny,  # memory is no issue for the tiny model; speed is
     )
     if tiny:
         # the tiny LM is random: train it in full (the recipe's trainer without LoRA)

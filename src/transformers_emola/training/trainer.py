@@ -182,7 +182,7 @@ class EmolaSFTTrainer(SFTTrainer):
     ...     {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What AUs?"}]},
     ...     {"role": "assistant", "content": [{"type": "text", "text": "The face shows AU12."}]}]}
     >>> args = EmolaSFTConfig(output_dir="/tmp/emola-doc", use_cpu=True, report_to=[], max_steps=1,
-    ...                       gradient_checkpointing=False, save_strategy="no", disable_tqdm=True)
+    ...                       activation_checkpointing=False, save_strategy="no", disable_tqdm=True)
     >>> trainer = EmolaSFTTrainer(model, args, train_dataset=Dataset.from_list([row] * 2),
     ...                           processing_class=processor, peft_config=build_lora_config(model, r=4, lora_alpha=8))
     >>> sorted({g["name"]: g["lr"] for g in trainer.create_optimizer().param_groups}.items())
@@ -281,8 +281,8 @@ def build_trainer(
     if peft_config is None:
         model.requires_grad_(True)
         freeze_vision_tower(model)
-    if getattr(args, "gradient_checkpointing", False) and getattr(args, "gradient_checkpointing_kwargs", None) is None:
-        args.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    if args.activation_checkpointing and args.activation_checkpointing_kwargs is None:
+        args.activation_checkpointing_kwargs = {"use_reentrant": False}
     return EmolaSFTTrainer(
         model,
         args=args,
