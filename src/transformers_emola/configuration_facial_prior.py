@@ -1,7 +1,7 @@
 # Copyright 2024 The transformers-emola authors. Licensed under the Apache License, Version 2.0.
 """The facial-prior settings a VLM configuration carries, shared by EmoLA on every base family.
 
-A family's EmoLA configuration is its base configuration plus these four fields and its own `model_type`
+A family's EmoLA configuration is its base configuration plus these fields and its own `model_type`
 (`class EmolaQwen2_5_VLConfig(FacialPriorConfigMixin, Qwen2_5_VLConfig)`), so a saved checkpoint names the family
 and the prior, and loads through the Auto classes once `transformers_emola` is imported.
 """
@@ -23,12 +23,19 @@ class FacialPriorConfigMixin(PreTrainedConfig):
         facial_prior_backend (`str`, *optional*, defaults to `"face_alignment"`): the `FacialPriorExtractor` backend
             whose features the model was trained on.
         use_facial_prior (`bool`, *optional*, defaults to `True`): `False` gives the plain base model (ablations).
+        facial_prior_mean (`list[float]`, *optional*): per-dimension mean subtracted from each prior before its
+            projector; `None` (the released checkpoints) leaves the priors as extracted.
+        facial_prior_std (`list[float]`, *optional*): per-dimension scale the (centred) priors are divided by;
+            `None` leaves them unscaled. Training with `--facial_prior_normalization standardize` stores both,
+            computed from the training priors, so that a saved model normalises its inputs itself.
     """
 
     facial_prior_token_id: int | None = None
     facial_prior_dim: int = 136
     facial_prior_backend: str = "face_alignment"
     use_facial_prior: bool = True
+    facial_prior_mean: list[float] | None = None
+    facial_prior_std: list[float] | None = None
 
     @classmethod
     def from_base_config(cls, base_config: PreTrainedConfig, **facial_prior_kwargs) -> FacialPriorConfigMixin:
@@ -48,6 +55,12 @@ class FacialPriorConfigMixin(PreTrainedConfig):
             raise ValueError(
                 f"facial_prior_token_id ({self.facial_prior_token_id}) must differ from the image token id"
             )
+        for name in ("facial_prior_mean", "facial_prior_std"):
+            values = getattr(self, name)
+            if values is not None and len(values) != self.facial_prior_dim:
+                raise ValueError(f"{name} must have facial_prior_dim={self.facial_prior_dim} entries, got {len(values)}")
+        if self.facial_prior_std is not None and min(self.facial_prior_std) <= 0:
+            raise ValueError("facial_prior_std must be positive in every dimension (it divides the priors)")
 
 
 __all__ = ["FacialPriorConfigMixin"]

@@ -159,7 +159,20 @@ class FacialPriorModelMixin:
                 f"(facial_prior_backend={self.config.facial_prior_backend!r}), got {tuple(facial_priors.shape)}"
             )
         weight = self.facial_prior_projector.linear_1.weight
-        return self.facial_prior_projector(facial_priors.to(weight.device, weight.dtype))
+        return self.facial_prior_projector(self.normalize_facial_priors(facial_priors.to(weight.device, weight.dtype)))
+
+    def normalize_facial_priors(self, facial_priors: torch.Tensor) -> torch.Tensor:
+        """`(x - facial_prior_mean) / facial_prior_std` where the config sets them; unchanged where it does not.
+
+        Raw landmark vectors differ between expressions by a few hundredths on top of a shared face shape; a model
+        trained from scratch reads them far better standardised (see docs/demo_and_ablation.md).
+        """
+        mean, std = self.config.facial_prior_mean, self.config.facial_prior_std
+        if mean is not None:
+            facial_priors = facial_priors - torch.tensor(mean, dtype=facial_priors.dtype, device=facial_priors.device)
+        if std is not None:
+            facial_priors = facial_priors / torch.tensor(std, dtype=facial_priors.dtype, device=facial_priors.device)
+        return facial_priors
 
     def get_facial_prior_mask(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """`(batch, seq)` mask of the `<facial_prior>` placeholders, from the ids or, without them, the embeddings."""

@@ -22,7 +22,14 @@ from .extraction import PriorExtractionReport, extract_priors, extract_priors_fo
 from .extractor import FacialPriorExtractor
 from .faces import FaceDetection, FaceLandmarks
 from .images import find_images, load_image, output_names
-from .priors import as_prior_array, load_prior, normalize_landmarks, prior_path_for_image, save_prior
+from .priors import (
+    as_prior_array,
+    load_prior,
+    normalize_landmarks,
+    prior_path_for_image,
+    prior_statistics,
+    save_prior,
+)
 
 #: Output size of each landmark backend ("precomputed" takes whatever its files hold).
 BACKEND_DIMS = {name: dim for name, dim in FACIAL_PRIOR_DIMS.items() if name != "synthetic"}
@@ -46,6 +53,7 @@ __all__ = [
     "normalize_landmarks",
     "output_names",
     "prior_path_for_image",
+    "prior_statistics",
     "read_annotation_rows",
     "save_prior",
 ]

@@ -19,7 +19,9 @@ import numpy as np
 
 from ..jobs import atomic_file
 
-__all__ = ["as_prior_array", "load_prior", "normalize_landmarks", "prior_path_for_image", "save_prior"]
+__all__ = [
+    "as_prior_array", "load_prior", "normalize_landmarks", "prior_path_for_image", "prior_statistics", "save_prior",
+]
 
 
 def normalize_landmarks(points: np.ndarray) -> np.ndarray:
@@ -32,6 +34,21 @@ def normalize_landmarks(points: np.ndarray) -> np.ndarray:
     half_side = max(float((high - low).max()) / 2.0, 1e-6)
     normalized = np.clip((points - center) / half_side, -1.0, 1.0)
     return normalized.astype(np.float32).reshape(-1)
+
+
+def prior_statistics(priors: Any, min_std: float = 1e-3) -> tuple[list[float], list[float]]:
+    """Per-dimension mean and std of `(N, D)` training priors: the `facial_prior_mean` / `facial_prior_std` a config
+    stores to standardise its inputs. `min_std` floors the std, so a coordinate that hardly moves in training is not
+    blown up at test time.
+
+    Example:
+        >>> prior_statistics([[0.0, 1.0], [2.0, 1.0]])
+        ([1.0, 1.0], [1.0, 0.001])
+    """
+    array = as_prior_array(priors, name="training priors").astype(np.float64)
+    if len(array) < 2:
+        raise ValueError(f"prior statistics need at least 2 training priors, got {len(array)}")
+    return array.mean(0).tolist(), np.maximum(array.std(0), min_std).tolist()
 
 
 def as_prior_array(

@@ -46,6 +46,7 @@ _LAZY = {
     "format_summary": "recipe",
     "peak_memory_bytes": "recipe",
     "resolve_resume": "recipe",
+    "standardize_facial_priors": "recipe",
     "train_emola": "recipe",
 }
 

@@ -40,6 +40,13 @@ class EmolaScriptArguments:
         default="insightface_2d106",
         metadata={"help": "Backend that made the priors (saved in the config); its size must match the data's."},
     )
+    facial_prior_normalization: str = field(
+        default="none",
+        metadata={"help": "none (the released EmoLA: raw priors) or standardize: store the training priors' "
+                          "per-dimension mean and std in the model config, so the model standardises every prior "
+                          "before its projector (a model trained from scratch reads landmarks far better so).",
+                  "choices": ["none", "standardize"]},
+    )
     system_prompt: str = field(
         default="auto",
         metadata={"help": "vicuna_v1 (EmoLA's official training prompt), default (the chat template's), a text, or "
@@ -53,3 +60,8 @@ class EmolaScriptArguments:
     num_threads: int | None = field(
         default=None, metadata={"help": "torch CPU threads (1 is fastest for the tiny model on a busy machine)."}
     )
+
+    def __post_init__(self):
+        if self.facial_prior_normalization not in ("none", "standardize"):
+            raise ValueError("facial_prior_normalization must be 'none' or 'standardize', got "
+                             f"{self.facial_prior_normalization!r}")

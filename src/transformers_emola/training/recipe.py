@@ -23,7 +23,7 @@ from .trainer import build_lora_config, build_trainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["format_summary", "peak_memory_bytes", "resolve_resume", "train_emola"]
+__all__ = ["format_summary", "peak_memory_bytes", "resolve_resume", "standardize_facial_priors", "train_emola"]
 
 
 def _system_prompt(choice: str | None, model=None, model_name_or_path: str | None = None,
@@ -44,6 +44,21 @@ def _system_prompt(choice: str | None, model=None, model_name_or_path: str | Non
     if choice == "vicuna_v1":
         return VICUNA_V1_SYSTEM_PROMPT
     return choice
+
+
+def standardize_facial_priors(model, training_priors) -> None:
+    """Store the training priors' mean and std in `model.config` (the model then standardises its inputs itself).
+
+    A model that already carries them (an EmoLA checkpoint trained so) keeps its own: its projector was trained on
+    them, so new statistics would shift every input it has learnt to read.
+    """
+    from ..facial_prior import prior_statistics
+
+    config = model.config
+    if config.facial_prior_mean is not None or config.facial_prior_std is not None:
+        logger.info("The model already standardises its facial priors; keeping its statistics")
+        return
+    config.facial_prior_mean, config.facial_prior_std = prior_statistics(training_priors)
 
 
 def peak_memory_bytes() -> int:
@@ -84,6 +99,7 @@ def train_emola(
     *,
     model=None,
     processor=None,
+    model_name: str | None = None,
 ) -> dict[str, Any]:
     """Run EmoLA's recipe: load FABA-Instruct, load the model, add LoRA, train (or resume), save the adapter and its
     model card, optionally merge and push. Returns a summary dict (steps, samples/s, peak memory, losses, output
@@ -93,7 +109,9 @@ def train_emola(
     an EmoLA checkpoint of any family, an HF LLaVA-1.5 checkpoint, or with `script_args.add_facial_prior` a
     Qwen2.5-VL / Idefics3 / Gemma 3 base checkpoint (see `load_model_and_processor`). A
     `model` built in memory (with its `processor`) is trained instead of loading `model_name_or_path`, as `emola demo`
-    does with its tiny random model; the adapter's `emola_base.json` then records no base model.
+    does with its tiny random model; the adapter's `emola_base.json` then records no base model. `model_name` names
+    the model in its card (default: `hub_model_id`, else the output folder's name); the card's usage code loads the
+    merged checkpoint when there is one.
     """
     from trl import ModelConfig
     from trl.trainer.utils import get_quantization_config
@@ -147,6 +165,8 @@ def train_emola(
     elif quantization_config is not None:
         raise ValueError("4/8-bit loading applies to a checkpoint loaded from --model_name_or_path, not to a model "
                          "built in memory")
+    if script_args.facial_prior_normalization == "standardize" and script_args.use_facial_prior:
+        standardize_facial_priors(model, train_dataset["facial_priors"])
     peft_config = None
     if model_args.use_peft:
         peft_config = build_lora_config(
@@ -189,8 +209,10 @@ def train_emola(
         "metrics": metrics,
         "trainer": trainer,
     }
+    merged_dir = script_args.merged_output_dir or os.path.join(training_args.output_dir, "merged")
+    card_model_id = training_args.hub_model_id or (merged_dir if script_args.merge else training_args.output_dir)
     card = training_model_card(
-        training_args.hub_model_id or Path(training_args.output_dir).name,
+        card_model_id,
         base_model,
         task,
         dataset=Path(script_args.train_annotations).name,
@@ -199,11 +221,11 @@ def train_emola(
         full_fine_tune=peft_config is None,
         hyperparameters=_card_hyperparameters(training_args, model_args),
         metrics={k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
+        model_name=model_name or (training_args.hub_model_id or Path(training_args.output_dir).name).split("/")[-1],
     )
     if trainer.is_world_process_zero():
         card.save(Path(training_args.output_dir, "README.md"))
     if script_args.merge:
-        merged_dir = script_args.merged_output_dir or os.path.join(training_args.output_dir, "merged")
         sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
         if sharded:
             logger.warning("Not merging in a sharded (DeepSpeed/FSDP) run: merge the saved adapter afterwards, in one "
