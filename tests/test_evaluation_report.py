@@ -161,3 +161,38 @@ def test_cli_evaluate_flags():
         "m", "a.json", "d", 4, 64, 10
     )
     assert args.predictions is None and args.mode == "strict" and args.au_set == "bp4d"
+
+
+def test_report_plots_show_what_the_score_hides():
+    pytest.importorskip("matplotlib")
+    from transformers_emola.evaluation import report_figure
+
+    # AU5 never appears (left out of S_re): drawn as a hatched "n/a" placeholder, not as an F1 of 0
+    result = compute_rege([r["prediction"] for r in AU_ROWS], [r["reference"] for r in AU_ROWS],
+                          [r["label"] for r in AU_ROWS], task="au", mode="paper")  # fmt: skip
+    left_out = [au for au, f1 in result["per_au_f1"].items() if f1 is None]
+    assert 5 in left_out
+    axes = report_figure(result, "au").axes[0]
+    assert [text.get_text() for text in axes.texts] == ["n/a"] * len(left_out)
+    labels = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert labels == ["F1", "n/a: left out of S_re", f"S_re = {result['s_re']:.1f}"]
+    assert "paper mode" in axes.get_title()
+    # nothing left out: no n/a entry in the legend either
+    full = compute_rege(["AU1 and AU2."] * 2 + ["AU4."], ["."] * 3, ["1, 2", "1", "4"], task="au", mode="strict",
+                        au_set="faba")  # fmt: skip
+    full["per_au_f1"] = {au: f1 for au, f1 in full["per_au_f1"].items() if f1 is not None}
+    axes = report_figure(full, "au").axes[0]
+    assert not axes.texts and "n/a" not in " ".join(t.get_text() for t in axes.get_legend().get_texts())
+
+    # emotion: the title names the mode and the keyword-less answers; the colour bar counts in whole numbers
+    result = compute_rege(["", "The face shows sadness.", "The face shows happiness."], ["."] * 3,
+                          [1, "Sadness", "Happiness"], task="emotion", mode="paper")  # fmt: skip
+    assert result["num_no_keyword"] == 1 and result["confusion_matrix"][1][0] == 1  # "" scored as happiness
+    figure = report_figure(result, "emotion")
+    title = figure.axes[0].get_title()
+    assert "paper mode" in title and "1 of 3 without keyword" in title
+    colorbar = figure.axes[1]
+    ticks = colorbar.get_yticks()
+    assert len(ticks) and all(float(tick).is_integer() for tick in ticks)
+    strict = compute_rege([""], ["."], ["Sadness"], task="emotion", mode="strict")
+    assert "strict mode" in report_figure(strict, "emotion").axes[0].get_title()

@@ -23,6 +23,7 @@ __all__ = [
     "evaluate_model",
     "format_summary",
     "read_predictions",
+    "report_figure",
     "score_predictions_file",
     "score_traditional",
     "write_report",
@@ -178,10 +179,11 @@ def _markdown(result: dict, task: str) -> str:
             left_out = ", ".join(f"AU{au}" for au in result["undefined_aus"])
             lines += ["", f"Left out of the mean (undefined F1): {left_out}"]
     else:
-        lines += [f"Accuracy: {_fmt(result['accuracy'])}; parser fallbacks: {result.get('num_parser_fallbacks', 0)}; "
-                  f"unparsed: {result.get('num_unparsed', 0)}", "", "Confusion matrix (rows: label, columns: "
-                  "prediction):", "", "| label \\ pred | " + " | ".join(EMOTIONS) + " |",
-                  "|---|" + "---:|" * len(EMOTIONS)]  # fmt: skip
+        lines += [f"Accuracy: {_fmt(result['accuracy'])}; {_no_keyword_text(result)}; parser fallbacks (the "
+                  f"official parser would crash): {result.get('num_parser_fallbacks', 0)}", "",
+                  "Confusion matrix (rows: label, columns: prediction; answers without a keyword are "
+                  + ("in the Happiness column):" if result.get("mode") == "paper" else "left out):"), "",
+                  "| label \\ pred | " + " | ".join(EMOTIONS) + " |", "|---|" + "---:|" * len(EMOTIONS)]  # fmt: skip
         for name, row in zip(EMOTIONS, result["confusion_matrix"]):
             lines.append(f"| {name} | " + " | ".join(str(count) for count in row) + " |")
     if result.get("skipped"):
@@ -190,48 +192,79 @@ def _markdown(result: dict, task: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _no_keyword_text(result: dict) -> str:
+    """How many emotion answers named no emotion, and what the mode made of them (the score alone hides it)."""
+    count = result.get("num_no_keyword", result.get("num_unparsed", 0))
+    fate = "scored as happiness, the official default" if result.get("mode") == "paper" else "counted wrong"
+    return f"answers without an emotion keyword: {count} of {result['num_samples']} ({fate})"
+
+
 def _plot(result: dict, task: str, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(report_figure(result, task)).print_png(str(path))
+
+
+def report_figure(result: dict, task: str):
+    """The report's plot as a matplotlib `Figure`: per-AU F1 bars (left-out AUs drawn as "n/a") or the emotion
+    confusion matrix (its title names the scoring mode and the answers without a keyword)."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError('Report plots need matplotlib: pip install "transformers-emola[eval]"') from error
-    # Figure + Agg canvas directly: no pyplot, so the caller's matplotlib backend is left alone.
+    # Figure (drawn on an Agg canvas by the caller) directly: no pyplot, so the caller's backend is left alone.
+    mode = result.get("mode", "?")
     if task == "au":
+        from matplotlib.patches import Patch
+
         aus = list(result["per_au_f1"])
-        values = [result["per_au_f1"][au] or 0.0 for au in aus]
+        left_out = [au for au in aus if result["per_au_f1"][au] is None]
         figure = Figure(figsize=(max(6.0, 0.5 * len(aus) + 2), 4))
         axes = figure.add_subplot()
-        bars = axes.bar([f"AU{au}" for au in aus], values, color="tab:blue")
-        for bar, au in zip(bars, aus):
-            if result["per_au_f1"][au] is None:
-                bar.set_color("lightgray")
+        names = [f"AU{au}" for au in aus]
+        # a left-out AU has no F1 (no positive anywhere, or one class only): a hatched placeholder, never a 0 bar
+        axes.bar(names, [result["per_au_f1"][au] if au not in left_out else 0.0 for au in aus], color="tab:blue")
+        handles = [Patch(color="tab:blue", label="F1")]
+        if left_out:
+            axes.bar([f"AU{au}" for au in left_out], [100.0] * len(left_out), color="none", edgecolor="gray",
+                     hatch="//", linewidth=0.8)
+            for au in left_out:
+                axes.text(names.index(f"AU{au}"), 50, "n/a", ha="center", va="center", color="dimgray",
+                          rotation=90, fontsize=9)
+            handles.append(Patch(facecolor="none", edgecolor="gray", hatch="//", label="n/a: left out of S_re"))
         s_re = result["s_re"]
         if not math.isnan(s_re):
-            axes.axhline(s_re, color="tab:red", linestyle="--", label=f"S_re = {s_re:.1f}")
-            axes.legend(loc="upper right")
+            handles.append(axes.axhline(s_re, color="tab:red", linestyle="--", label=f"S_re = {s_re:.1f}"))
+        axes.legend(handles=handles, loc="upper right")
         axes.set_ylim(0, 100)
         axes.set_ylabel("F1 (%)")
-        axes.set_title(f"Per-AU F1 ({result.get('mode', '')} mode; gray = left out)")
+        axes.set_title(f"Per-AU F1 ({mode} mode)")
         axes.tick_params(axis="x", rotation=45)
     else:
+        from matplotlib.ticker import MaxNLocator
+
         matrix = result["confusion_matrix"]
         figure = Figure(figsize=(6.5, 5.5))
         axes = figure.add_subplot()
-        image = axes.imshow(matrix, cmap="Blues")
-        figure.colorbar(image, ax=axes)
+        peak = max((max(row) for row in matrix), default=0)
+        image = axes.imshow(matrix, cmap="Blues", vmin=0, vmax=max(peak, 1))
+        colorbar = figure.colorbar(image, ax=axes)
+        colorbar.locator = MaxNLocator(integer=True)  # counts of answers: whole numbers
+        colorbar.update_ticks()
         axes.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, ha="right")
         axes.set_yticks(range(len(EMOTIONS)), EMOTIONS)
         axes.set_xlabel("parsed prediction")
         axes.set_ylabel("label")
-        peak = max((max(row) for row in matrix), default=0)
         for i, row in enumerate(matrix):
             for j, count in enumerate(row):
                 axes.text(j, i, str(count), ha="center", va="center",
                           color="white" if peak and count > peak / 2 else "black")  # fmt: skip
-        axes.set_title(f"Emotion confusion matrix (accuracy {result['accuracy']:.1f}%)")
+        no_keyword = result.get("num_no_keyword", result.get("num_unparsed", 0))
+        note = " = happiness" if mode == "paper" else " counted wrong"
+        axes.set_title(f"Emotion confusion matrix, {mode} mode\n(accuracy {result['accuracy']:.1f}%; "
+                       f"{no_keyword} of {result['num_samples']} without keyword{note})")
     figure.tight_layout()
-    FigureCanvasAgg(figure).print_png(str(path))
+    return figure
 
 
 def write_report(result: dict, out_dir: str | Path, task: str, plots: bool = True) -> dict[str, Path]:

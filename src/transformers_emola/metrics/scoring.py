@@ -149,8 +149,9 @@ def compute_rege(
         out of S_ge as the official script does; strict: scored 0) and, for AU, `per_au_f1` / `per_au_accuracy`
         (AU -> 0-100, None when left out), `au_accuracy`, `undefined_aus` (AUs left out of the mean); for emotion,
         `accuracy` (= s_re), `confusion_matrix` (7x7 list, rows = label, columns = prediction),
-        `num_parser_fallbacks` (paper: texts the official parser would crash on) and `num_unparsed` (strict: texts
-        without an emotion keyword, counted wrong). A mean over nothing (every AU left out, every ROUGE failed in
+        `num_parser_fallbacks` (paper: texts the official parser would crash on), `num_unparsed` (strict: texts
+        without an emotion keyword, counted wrong) and `num_no_keyword` (both modes: texts without an emotion
+        keyword; paper mode scores them as happiness, the official default). A mean over nothing (every AU left out, every ROUGE failed in
         paper mode) is NaN, as in the official script.
 
     Example:
@@ -216,6 +217,9 @@ def compute_rege(
         result["confusion_matrix"] = matrix
         result["num_parser_fallbacks"] = sum(p.fallback for p in parsed)
         result["num_unparsed"] = sum(p.unparsed for p in parsed)
+        # answers without any emotion keyword: paper mode scores them as happiness (the official default), strict
+        # mode as wrong; either way the score alone does not show them
+        result["num_no_keyword"] = sum(p.rule in ("default", "unparsed") for p in parsed)
         if return_details:
             details = [
                 {"predicted_emotion": p.name, "label_emotion": EMOTIONS[t], "keyword": p.keyword, "rule": p.rule,
