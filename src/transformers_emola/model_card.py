@@ -70,6 +70,7 @@ def build_model_card(
     eval_split: str = "eval",
     model_name: str | None = None,
     tags: list[str] | None = None,
+    full_fine_tune: bool = False,
     template_path: str | os.PathLike | None = None,
 ):
     """A `huggingface_hub.ModelCard` for an EmoLA checkpoint (`card.save("folder/README.md")`, `str(card)`).
@@ -83,6 +84,8 @@ def build_model_card(
         facial_prior_backend, facial_prior_dim: the prior the model takes (dim defaults to the backend's).
         s_re, s_ge (and s_rege, default their sum): REGE scores, written as `model-index` metadata and a table.
         metrics_source, metrics_source_url, eval_split: where the scores come from.
+        model_name: the card's title (default: the last part of `model_id`).
+        full_fine_tune: the language model was fine-tuned in full (default: LoRA, as EmoLA).
         template_path: another Jinja template (default: the packaged `model_card_template.md`).
 
     Example:
@@ -137,6 +140,8 @@ def build_model_card(
         "training_details": training_details.strip(),
         "base_model_text": f"`{base_model}`" if base_model else "the base model (built in memory, not recorded)",
         "use_facial_prior": use_facial_prior,
+        "language_model_tuning": "fully fine-tuned" if full_fine_tune else
+        "LoRA fine-tuned (see Training for whether the adapter is merged)",
         "facial_prior_backend": facial_prior_backend,
         "facial_prior_dim": facial_prior_dim or FACIAL_PRIOR_DIMS.get(facial_prior_backend, "see config.json"),
         "s_re": s_re, "s_ge": s_ge, "s_rege": s_rege,

@@ -116,13 +116,15 @@ def training_model_card(
     full_fine_tune: bool = False,
     hyperparameters: dict | None = None,
     metrics: dict | None = None,
+    model_name: str | None = None,
 ):
     """The model card of a training run: `build_model_card` with the run's details (recipe, hyperparameters,
     training metrics) as its Training section; a base model built in memory (`base_model=None`) is not recorded."""
     details = _training_details(base_model, use_facial_prior, full_fine_tune, hyperparameters or {}, metrics or {})
     prior = {"facial_prior_backend": facial_prior_backend} if facial_prior_backend else {}
     return build_model_card(model_id, task, details, base_model=base_model, dataset=dataset or "FABA-Instruct",
-                            use_facial_prior=use_facial_prior, tags=["trl", "sft", "lora"], **prior)
+                            use_facial_prior=use_facial_prior, tags=["trl", "sft", "full" if full_fine_tune else "lora"],
+                            full_fine_tune=full_fine_tune, model_name=model_name, **prior)
 
 
 def push_folder_to_hub(folder: str | os.PathLike, repo_id: str, token: str | None = None,
