@@ -1,6 +1,7 @@
 """Does the facial-prior token help? Train the tiny EmoLA on the same synthetic FABA data and seeds three ways:
 
-- `prior`: EmoLA as designed (the renderer's exact 68-point landmarks as the prior token);
+- `prior`: EmoLA as designed (the renderer's exact 68-point landmarks as the prior token, standardised with the
+  training priors' statistics as `emola demo` does);
 - `no_prior`: the LLaVA-LoRA baseline (`use_facial_prior=False`, no prior token);
 - `shuffled`: the prior token is present but carries another face's landmarks (same distribution, no information);
 - `oracle`: the prior token carries the answer itself (multi-hot AUs / one-hot emotion in place of landmarks), an
@@ -16,34 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from transformers_emola.demo import DemoArguments, run_demo
+from transformers_emola.demo import DemoArguments, run_demo, shuffled_annotations
 from transformers_emola.metrics import FABA_AUS, emotion_label_to_index, parse_au_label, parse_aus, parse_emotion
 from transformers_emola.synthetic import write_synthetic_faba
 
 VARIANTS = ("prior", "no_prior", "shuffled", "oracle")
-
-
-def shuffled_annotations(paths: dict[str, Path], tasks, destination: Path, seed: int) -> Path:
-    """Copy the annotation files into `destination`'s FABA layout with the `landmark` fields permuted."""
-    rng = random.Random(seed)
-    for task in tasks:
-        for split in ("train", "eval"):
-            rows = json.loads(paths[f"{split}_{task}"].read_text(encoding="utf-8"))
-            landmarks = [row["landmark"] for row in rows]
-            rng.shuffle(landmarks)
-            for row, landmark in zip(rows, landmarks):
-                row["landmark"] = landmark
-            target = destination / "FABAInstruct" / split / f"{split}_{task}_anno.json"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(json.dumps(rows), encoding="utf-8")
-    return destination
 
 
 def oracle_annotations(paths: dict[str, Path], tasks, data_root: Path, destination: Path) -> Path:
@@ -111,8 +95,8 @@ def main() -> None:
             settings = replace(base, out=str(out / f"seed{seed}" / variant), annotations=str(data_root),
                                data_root=str(data_root), use_facial_prior=variant != "no_prior")
             if variant == "shuffled":
-                settings.annotations = str(shuffled_annotations(paths, base.tasks, out / f"seed{seed}" / "shuffled_anno",
-                                                                seed))
+                shuffled_annotations(paths, base.tasks, out / f"seed{seed}" / "shuffled_anno", seed)
+                settings.annotations = str(out / f"seed{seed}" / "shuffled_anno")
             if variant == "oracle":
                 settings.annotations = str(oracle_annotations(paths, base.tasks, data_root,
                                                               out / f"seed{seed}" / "oracle_anno"))
