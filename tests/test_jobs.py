@@ -88,6 +88,24 @@ def test_shards_split_the_items_and_merge_back_in_input_order(tmp_path):
     assert [part.items for part in parts] == [ITEMS[0::2], ITEMS[1::2]]
     assert [part.log_path.name for part in parts] == ["log.part0of2.jsonl", "log.part1of2.jsonl"]
     assert not log.exists()
-    assert merge_logs(log, ITEMS, "key", 2) == read_jsonl(tmp_path / "one.jsonl")
+    assert merge_logs(log, ITEMS, "key") == read_jsonl(tmp_path / "one.jsonl")
     assert merge_failures(failures, ITEMS, "key", 2) == single.failures
     assert Shard().part(log) == log
+
+
+def test_one_process_folds_in_the_part_files_a_killed_launch_left(tmp_path):
+    """A launch of 2 was killed after each rank did some items: one process then does only the rest, and leaves
+    one log in input order (rows of other items, from an earlier run, kept after them) and no part file."""
+    log, failures = tmp_path / "log.jsonl", tmp_path / "failures.json"
+    log.write_text('{"key": "other", "value": -1}\n')  # an earlier run over other items
+    run_job(ITEMS[:3], squares([]), key=str, key_field="key", log_path=log, shard=Shard(0, 2), progress=False)
+    run_job(ITEMS[:4], squares([]), key=str, key_field="key", log_path=log, shard=Shard(1, 2), progress=False)
+    (tmp_path / "failures.part1of2.json").write_text("[]")
+    calls = []
+    report = run_job(ITEMS, squares(calls, bad={"item6"}), key=str, key_field="key", log_path=log,
+                     failures_path=failures, progress=False)
+    assert calls == [["item4", "item5", "item6"], ["item4"], ["item5"], ["item6"]]  # 0, 2 (rank 0), 1, 3 (rank 1)
+    assert report.skipped_keys == ["item0", "item1", "item2", "item3"] and report.done_keys == ["item4", "item5"]
+    assert [row["key"] for row in read_jsonl(log)] == ITEMS[:6] + ["other"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["failures.json", "log.jsonl"]
+    assert report.samples_per_process == [7] and [f["key"] for f in report.failures] == ["item6"]
