@@ -202,28 +202,29 @@ def merge_failures(path: str | os.PathLike, keys: Sequence[str], key_field: str,
     return [failures[key] for key in keys if key in failures]
 
 
-def _fold_parts_into_log(path: Path, keys: Sequence[str], key_field: str) -> None:
+def _fold_parts_into_log(path: Path, keys: Sequence[str], key_field: str) -> set[str]:
     """Rewrite the log `path` with its rows and its part files' (`keys` first, in order; rows of other keys, from
-    an earlier run over other items, after them), then delete the parts. The rewrite is atomic and comes first, so
-    a kill in between leaves rows twice, never zero times."""
+    an earlier run over other items, after them), then delete the parts; returns the keys the log now holds. The
+    rewrite is atomic and comes first, so a kill in between leaves rows twice, never zero times."""
     parts = part_files(path)
-    if not parts:
-        return
     latest = known_rows(path, key_field)
+    if not parts:
+        return set(latest)
     ordered = [latest.pop(key) for key in keys if key in latest] + list(latest.values())
     with atomic_file(path, "w", encoding="utf-8") as handle:
         for row in ordered:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     for part in parts:
         part.unlink()
+    return {row[key_field] for row in ordered}
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Launches (several processes)
 # ---------------------------------------------------------------------------------------------------------------
-#: How long rank 0 waits for the slowest other rank. It is long because ranks may finish hours apart (a resumed
-#: rank may have all its items done while another has a whole shard left); a rank that dies does not make anyone
-#: wait this long (the launcher stops the others), nor does one that raises (it reports its error).
+#: How long the ranks of a launch wait for the slowest one. It is long because ranks may finish hours apart (a
+#: resumed rank may have all its items done while another has a whole shard left); a rank that dies does not make
+#: anyone wait this long (the launcher stops the others), nor does one that raises (it reports its error).
 DEFAULT_WAIT = timedelta(hours=72)
 
 
@@ -438,9 +439,9 @@ def _merged_report(items, keys, key_field, statuses, log_path, failures_path) ->
     report.skipped_keys = sorted((k for s in statuses for k in s["skipped_keys"]), key=order.__getitem__)
     if log_path is not None:
         report.log_path = Path(log_path)
-        _fold_parts_into_log(report.log_path, keys, key_field)
-        missing = set(report.done_keys) - set(latest_rows(read_jsonl(report.log_path), key_field)) if count > 1 else ()
-        if missing:
+        merged = _fold_parts_into_log(report.log_path, keys, key_field)
+        missing = set(report.done_keys) - merged if count > 1 else set()
+        if missing:  # the other ranks wrote their part files where rank 0 cannot see them
             raise LaunchError(f"{len(missing)} item(s) other processes finished are not in their part files of "
                               f"{report.log_path} (e.g. {sorted(missing)[:3]}): the output folder must be one "
                               "folder that every process (every node) sees")
