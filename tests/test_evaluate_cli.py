@@ -40,7 +40,8 @@ def test_evaluate_model_end_to_end(tiny_dir, tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["num_samples"] == 3
     assert report == json.loads(json.dumps(score_predictions_file(out / "predictions.jsonl", "au", "strict"),
-                                           default=str)) | {"skipped": report["skipped"]}
+                                           default=str)) | {"skipped": report["skipped"], "num_processes": 1,
+                                                            "samples_per_process": [4]}
 
 
 def write_jsonl(path, records):
