@@ -4,7 +4,8 @@
         --annotations data/FABAInstruct/eval/eval_au_anno.json --data_root data --task au --out results/au
 
 Batched greedy generation with the official questions; predictions.jsonl is appended as it goes, so a killed run
-resumes where it stopped; then report.json, report.md and a plot. Same engine as `emola evaluate`.
+resumes where it stopped; then report.json, report.md and a plot. Same engine as `emola evaluate`, data-parallel the
+same way under `torchrun --nproc-per-node N` or `accelerate launch` (docs/scale_out.md).
 """
 
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from trl import TrlParser
 
 from transformers_emola.evaluation import evaluate_model, format_summary
+from transformers_emola.jobs import Launch
 
 
 @dataclass
@@ -33,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     (args,) = TrlParser((EvaluateArguments,)).parse_args_and_config(args=argv)
     report = evaluate_model(args.model, args.annotations, args.data_root, args.task, args.out, mode=args.mode,
                             au_set=args.au_set, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                            limit=args.limit, plots=not args.no_plots)
+                            limit=args.limit, plots=not args.no_plots, launch=Launch.detect())
+    if report is None:  # another process of a torchrun / accelerate launch: rank 0 merges, scores and reports
+        return 0
     print(format_summary(report.result, report.paths))
     for failure in report.failures:
         print(f"failed: {failure['id']}: {failure['error']}")

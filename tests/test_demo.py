@@ -3,9 +3,14 @@
 import json
 
 import pytest
+from rege_by_hand import mean_f1, package_s_ge, paper_per_au_f1
 
 from transformers_emola.cli import main as cli_main
 from transformers_emola.demo import DemoArguments, format_table, run_demo
+from transformers_emola.jobs import read_jsonl
+from transformers_emola.metrics.parsing import parse_emotion
+
+EMOTION_ORDER = ["happiness", "sadness", "surprise", "anger", "neutral", "disgust", "fear"]  # FABA's label indices
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +30,6 @@ def test_demo_writes_report_and_plots(demo):
         for task in ("au", "emotion"):
             paper = saved[stage][task]["paper"]
             assert paper["num_samples"] == 4
-            assert paper["s_rege"] == pytest.approx(paper["s_re"] + paper["s_ge"])
             assert (out / stage / task / "predictions.jsonl").read_text().count("\n") == 4
     assert saved["training"]["steps"] == 6  # 24 rows (12 per task), batch 4, one epoch
     assert len(saved["training"]["losses"]) >= 1
@@ -86,6 +90,30 @@ def test_demo_model_card_names_and_loads_the_model(demo):
     assert "# emola-demo-tiny" in card and "checkpoints" not in card
     assert f'model_id = "{report["model_dir"]}"' in card
     assert "fully fine-tuned" in card and "LoRA fine-tuned" not in card
+
+
+def test_demo_scores_are_rege_of_its_predictions(demo):
+    """Each S_re and S_ge of report.json, recomputed from the predictions the demo wrote: AU F1 from its definition
+    (tests/rege_by_hand.py), ROUGE-L by the `rouge` package the paper used, emotion accuracy counted here from the
+    official-parity parser (checked against the official script in tests/test_metrics_parsing.py)."""
+    out, _ = demo
+    saved = json.loads((out / "report.json").read_text())
+    for stage in ("before", "after"):
+        for task in ("au", "emotion"):
+            rows = read_jsonl(out / stage / task / "predictions.jsonl")
+            texts, labels = [row["prediction"] for row in rows], [row["label"] for row in rows]
+            if task == "au":
+                s_re = mean_f1(paper_per_au_f1(texts, labels))
+            else:
+                right = [parse_emotion(text, mode="paper").index == EMOTION_ORDER.index(label.lower())
+                         for text, label in zip(texts, labels)]
+                s_re = 100 * sum(right) / len(right)
+            s_ge = package_s_ge(texts, [row["reference"] for row in rows])
+            paper = saved[stage][task]["paper"]
+            assert paper["s_re"] == pytest.approx(s_re, nan_ok=True), (stage, task)
+            assert paper["s_ge"] == pytest.approx(s_ge, rel=1e-12, nan_ok=True), (stage, task)
+            assert paper["s_rege"] == pytest.approx(s_re + s_ge, nan_ok=True), (stage, task)
+    assert saved["after"]["au"]["paper"]["s_ge"] > 0  # the trained model's answers share words with the references
 
 
 def test_demo_model_is_a_loadable_checkpoint(demo):

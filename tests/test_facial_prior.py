@@ -5,6 +5,7 @@ import inspect
 import json
 import urllib.error
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -374,6 +375,91 @@ def test_insightface_reproduces_the_official_preprocessing(gather_model, gather_
 
     boxed = extractor.detect([astronaut], face_boxes=[REAL_FACE])[0]  # optional crop before the official steps
     np.testing.assert_array_equal(boxed.prior, _official_reference(astronaut[76:166, 175:265], gather_indices))
+
+
+def official_landmark_features(path, session):
+    """EmoLA's feature_extraction/landmark/landmark_features.py on one file, step by step."""
+    import cv2
+
+    img = cv2.imread(path)                     # BGR, uint8, the whole image (no face detection, no crop)
+    img = cv2.resize(img, (192, 192))          # INTER_LINEAR, aspect ratio not kept
+    img = img.astype(np.float32) / 255.0       # [0, 1], not InsightFace's own mean / std
+    x = img.transpose(2, 0, 1)[None]           # HWC -> CHW, batch of one: 1 x 3 x 192 x 192
+    output = session.run(None, {session.get_inputs()[0].name: x})
+    return output[0][0]                        # output[0][0]: the 212 outputs of the first image
+
+
+@pytest.fixture(scope="module")
+def photo_files(astronaut, tmp_path_factory):
+    """FABA-like files: a baseline 4:2:0 JPEG (AffectNet's kind), an Adobe CMYK JPEG, a JPEG stored sideways with
+    an EXIF orientation, and a PNG with transparent pixels."""
+    folder = tmp_path_factory.mktemp("photos")
+    face = Image.fromarray(np.ascontiguousarray(astronaut[30:230, 120:320]))
+    face.save(folder / "faba.jpg", quality=90, subsampling=2)
+    face.convert("CMYK").save(folder / "cmyk.jpg", quality=90)
+    sideways = face.crop((0, 0, 200, 150))
+    exif = sideways.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to display
+    sideways.save(folder / "rotated.jpg", quality=90, exif=exif)
+    rgba = np.dstack([np.asarray(face), np.full((200, 200), 255, np.uint8)])
+    rgba[:60, :, 3] = 0  # a transparent band whose colour the file still stores
+    Image.fromarray(rgba, "RGBA").save(folder / "transparent.png")
+    return {path.name: str(path) for path in folder.iterdir()}
+
+
+def test_insightface_reads_files_as_the_official_script(gather_model, photo_files, tmp_path):
+    """A path is decoded with cv2.imread like the official extraction, through every entry point: the extractor,
+    `load_faba_instruct` (training priors computed on the fly), the facial-affect pipeline (`emola analyze`) and
+    `emola extract-priors`."""
+    import cv2
+    import onnxruntime
+
+    from transformers_emola import build_tiny_emola
+    from transformers_emola.cli import main as emola
+    from transformers_emola.data import load_faba_instruct
+    from transformers import pipeline
+
+    session = onnxruntime.InferenceSession(gather_model, providers=["CPUExecutionProvider"])
+    official = {name: official_landmark_features(path, session) for name, path in photo_files.items()}
+    extractor = FacialPriorExtractor("insightface_2d106", model_path=gather_model)
+    names = sorted(photo_files)
+    priors = extractor([photo_files[name] for name in names])
+    for name, prior in zip(names, priors):
+        np.testing.assert_array_equal(prior, official[name], err_msg=name)
+        np.testing.assert_array_equal(extractor.detect(photo_files[name])[0].prior, official[name], err_msg=name)
+
+    # The test can tell the decoders apart: PIL (load_image) decodes the CMYK JPEG and the transparent PNG to other
+    # pixels than cv2.imread, so a backend that decoded files with PIL would give other priors. (The baseline JPEG
+    # decodes identically with both here, and both apply the EXIF orientation.)
+    for name in ("cmyk.jpg", "transparent.png"):
+        pil_rgb = np.asarray(load_image(photo_files[name]))
+        assert not np.array_equal(pil_rgb, cv2.imread(photo_files[name])[:, :, ::-1]), name
+        assert not np.array_equal(extractor(pil_rgb)[0], official[name]), name
+    assert np.asarray(load_image(photo_files["rotated.jpg"])).shape == cv2.imread(photo_files["rotated.jpg"]).shape
+
+    # training data with priors computed on the fly
+    rows = [{"id": name, "image": name, "conversations": [{"from": "human", "value": "<image>\nWhat AUs?"},
+                                                          {"from": "gpt", "value": "AU12."}]} for name in names]
+    dataset = load_faba_instruct(rows, Path(photo_files["faba.jpg"]).parent, split="train",
+                                 facial_prior_extractor=extractor)
+    for name, prior in zip(dataset["id"], dataset["facial_priors"]):
+        np.testing.assert_array_equal(np.float32(prior), official[name], err_msg=name)
+
+    # the facial-affect pipeline on a file
+    model, processor = build_tiny_emola(facial_prior_dim=212, facial_prior_backend="insightface_2d106")
+    processor.set_facial_prior_extractor(extractor)
+    analyzer = pipeline("facial-affect-analysis", model=model, processor=processor)
+    for name in names:
+        item = analyzer.detect(analyzer.load(photo_files[name]))
+        np.testing.assert_array_equal(item["facial_prior"], official[name], err_msg=name)
+
+    # emola extract-priors
+    argv = ["extract-priors", *photo_files.values(), "--out", str(tmp_path / "priors"), "--backend",
+            "insightface_2d106", "--backend-options", json.dumps({"model_path": gather_model})]
+    assert emola(argv) == 0
+    for name in names:
+        saved = np.load(tmp_path / "priors" / Path(name).with_suffix(".npy"))
+        np.testing.assert_array_equal(saved, official[name], err_msg=name)
 
 
 def test_insightface_errors(gather_model, tmp_path):

@@ -135,6 +135,27 @@ def test_every_base_weight_is_kept_and_only_the_projector_is_new(family):
     assert model.model.facial_prior_projector.linear_1.weight.std() > 0
 
 
+@pytest.mark.parametrize("family", TINY_VLM_FAMILIES)
+def test_weights_missing_from_a_checkpoint_get_the_base_models_initialisation(family, monkeypatch):
+    """`from_pretrained` with every weight missing initialises each module as `__init__` does (transformers'
+    `test_can_init_all_missing_weights`, seeded per module): e.g. CLIP's attention blocks keep CLIP's own scale."""
+    from transformers import PreTrainedModel, set_seed
+
+    initialize = PreTrainedModel._initialize_weights
+
+    def seeded(*args, **kwargs):
+        set_seed(42)
+        initialize(*args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "_initialize_weights", seeded)
+    config = converted(family).model.config
+    model_class = type(converted(family).model)
+    from_init = model_class(copy.deepcopy(config)).state_dict()
+    from_nothing = model_class.from_pretrained(None, config=copy.deepcopy(config), state_dict={}).state_dict()
+    assert from_init.keys() == from_nothing.keys()
+    assert [key for key, value in from_init.items() if not torch.equal(value, from_nothing[key])] == []
+
+
 def test_input_without_prior_token_gives_the_base_models_logits_exactly(tiny):
     assert (tiny.base_inputs["input_ids"] == tiny.prior_id).sum() == 0
     with torch.no_grad():

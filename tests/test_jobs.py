@@ -1,10 +1,11 @@
 """The one batch runner behind evaluate, analyze and extract-priors: order, resume, failure isolation, shards."""
 
 import json
+import threading
 
 import pytest
 
-from transformers_emola.jobs import Shard, merge_failures, merge_logs, read_jsonl, run_job
+from transformers_emola.jobs import Launch, LaunchError, Shard, merge_failures, merge_logs, read_jsonl, run_job
 
 ITEMS = [f"item{i}" for i in range(7)]
 
@@ -88,6 +89,84 @@ def test_shards_split_the_items_and_merge_back_in_input_order(tmp_path):
     assert [part.items for part in parts] == [ITEMS[0::2], ITEMS[1::2]]
     assert [part.log_path.name for part in parts] == ["log.part0of2.jsonl", "log.part1of2.jsonl"]
     assert not log.exists()
-    assert merge_logs(log, ITEMS, "key", 2) == read_jsonl(tmp_path / "one.jsonl")
+    assert merge_logs(log, ITEMS, "key") == read_jsonl(tmp_path / "one.jsonl")
     assert merge_failures(failures, ITEMS, "key", 2) == single.failures
     assert Shard().part(log) == log
+
+
+def test_one_process_folds_in_the_part_files_a_killed_launch_left(tmp_path):
+    """A launch of 2 was killed after each rank did some items: one process then does only the rest, and leaves
+    one log in input order (rows of other items, from an earlier run, kept after them) and no part file."""
+    log, failures = tmp_path / "log.jsonl", tmp_path / "failures.json"
+    log.write_text('{"key": "other", "value": -1}\n')  # an earlier run over other items
+    run_job(ITEMS[:3], squares([]), key=str, key_field="key", log_path=log, shard=Shard(0, 2), progress=False)
+    run_job(ITEMS[:4], squares([]), key=str, key_field="key", log_path=log, shard=Shard(1, 2), progress=False)
+    (tmp_path / "failures.part1of2.json").write_text("[]")
+    calls = []
+    report = run_job(ITEMS, squares(calls, bad={"item6"}), key=str, key_field="key", log_path=log,
+                     failures_path=failures, progress=False)
+    assert calls == [["item4", "item5", "item6"], ["item4"], ["item5"], ["item6"]]  # 0, 2 (rank 0), 1, 3 (rank 1)
+    assert report.skipped_keys == ["item0", "item1", "item2", "item3"] and report.done_keys == ["item4", "item5"]
+    assert [row["key"] for row in read_jsonl(log)] == ITEMS[:6] + ["other"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["failures.json", "log.jsonl"]
+    assert report.samples_per_process == [7] and [f["key"] for f in report.failures] == ["item6"]
+
+
+class ThreadRanks(Launch):
+    """The ranks of a launch as threads of this process: `all_gather` exchanges through `group` (a shared dict
+    and barrier) instead of torch.distributed, so the runner's own coordination is tested in milliseconds (the real
+    launches, with gloo, are in test_distributed.py)."""
+
+    def all_gather(self, value):
+        self.group["values"][self.index] = value
+        self.group["barrier"].wait()
+        return list(self.group["values"])
+
+
+def run_ranks(count, job):
+    """Run `job(launch)` on `count` thread ranks; each rank's return value or raised exception."""
+    group = {"values": [None] * count, "barrier": threading.Barrier(count, timeout=60)}
+    outcomes = [None] * count
+
+    def rank(index):
+        try:
+            outcomes[index] = job(ThreadRanks(index, count, group=group))
+        except Exception as error:  # noqa: BLE001
+            outcomes[index] = error
+
+    threads = [threading.Thread(target=rank, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a rank hangs"
+    return outcomes
+
+
+def test_ranks_merge_into_the_files_of_one_process(tmp_path):
+    single = run_job(ITEMS, squares([], bad={"item4"}), key=str, key_field="key", log_path=tmp_path / "one.jsonl",
+                     failures_path=tmp_path / "one.json", progress=False)
+    log, failures = tmp_path / "log.jsonl", tmp_path / "failures.json"
+    main, other = run_ranks(2, lambda launch: run_job(
+        ITEMS, squares([], bad={"item4"}), key=str, key_field="key", log_path=log, failures_path=failures,
+        batch_size=2, progress=False, launch=launch))
+    assert other is None  # only the main process reports
+    assert read_jsonl(log) == read_jsonl(tmp_path / "one.jsonl")
+    assert json.loads(failures.read_text()) == single.failures == main.failures
+    assert (main.samples_per_process, main.done_keys, main.skipped_keys) == ([4, 3], single.done_keys, [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["failures.json", "log.jsonl", "one.json", "one.jsonl"]
+
+
+def test_a_rank_that_raises_stops_the_others_instead_of_keeping_them_waiting(tmp_path):
+    """Rank 1 meets a set-up error: it raises it, rank 0 (finished) raises a LaunchError naming it, nothing is merged
+    and the finished items stay in their part files for the next launch."""
+    log = tmp_path / "log.jsonl"
+    outcomes = run_ranks(3, lambda launch: run_job(
+        ITEMS, squares([], fatal_at="item4"), key=str, key_field="key", log_path=log, batch_size=1,
+        fatal=(ImportError,), progress=False, launch=launch))
+    assert isinstance(outcomes[1], ImportError) and outcomes[2] is None
+    assert isinstance(outcomes[0], LaunchError)
+    assert "process 1 of 3: ImportError: a package is missing" in str(outcomes[0])
+    assert not log.exists()
+    assert [row["key"] for row in read_jsonl(tmp_path / "log.part1of3.jsonl")] == ["item1"]  # item4 raised
+    assert [row["key"] for row in read_jsonl(tmp_path / "log.part0of3.jsonl")] == ["item0", "item3", "item6"]

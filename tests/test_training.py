@@ -264,46 +264,95 @@ def test_merged_checkpoint_loads_and_generates_through_pipeline(tiny_run, faba):
     assert out[0]["generated_text"].strip() == expected and len(expected.split()) >= 2
 
 
-class StopAt(TrainerCallback):
-    """Simulates a kill right after the checkpoint of `step` was written."""
+class StepRecorder(TrainerCallback):
+    """The step a run starts from and the optimizer steps it executes."""
 
-    def __init__(self, step):
-        self.step = step
+    def __init__(self):
+        self.start, self.steps = None, []
 
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt(f"killed after step {self.step}")
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = state.global_step
 
-
-def trainable_state(trainer):
-    return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step)
 
 
-def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(faba, tmp_path):
-    _, _, dataset = faba
-    lora = dict(r=4, lora_alpha=8, modules_to_save=["multi_modal_projector", "facial_prior_projector", "lm_head"])
+def record_steps(monkeypatch) -> StepRecorder:
+    """Add a StepRecorder to the trainer `emola train` builds (the recipe is otherwise untouched)."""
+    from transformers_emola.training import recipe
 
-    def run(output_dir, resume=None, callbacks=None, **overrides):
-        model, processor = tiny_model(dataset, seed=0)
-        args = tiny_args(output_dir, max_steps=8, learning_rate=5e-3, **overrides)
-        trainer = build_trainer(model, processor, dataset, args, peft_config=build_lora_config(model, **lora),
-                                callbacks=callbacks)
-        trainer.train(resume_from_checkpoint=resume)
-        return trainer
+    recorder, build = StepRecorder(), build_trainer  # the original, however often this is called
 
-    reference = trainable_state(run(tmp_path / "full"))
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "killed", callbacks=[StopAt(4)], save_strategy="steps", save_steps=4)
-    assert (tmp_path / "killed" / "checkpoint-4").is_dir()
-    resumed = run(tmp_path / "killed", resume=str(tmp_path / "killed" / "checkpoint-4"), save_strategy="steps",
-                  save_steps=4)
-    assert resumed.state.global_step == 8
-    state = trainable_state(resumed)
-    assert state.keys() == reference.keys()
-    for name in reference:
-        torch.testing.assert_close(state[name], reference[name], rtol=0, atol=0, msg=name)
-    # `--resume_from_checkpoint true` picks the newest checkpoint of output_dir
-    assert resolve_resume("true", str(tmp_path / "killed")) == str(tmp_path / "killed" / "checkpoint-8")
+    def build_recording(*args, callbacks=None, **kwargs):
+        return build(*args, callbacks=[*(callbacks or []), recorder], **kwargs)
+
+    monkeypatch.setattr(recipe, "build_trainer", build_recording)
+    return recorder
+
+
+# examples/sft_emola.py in a child process that SIGKILLs itself once the checkpoint of step argv[1] is on disk.
+KILLED_AFTER_CHECKPOINT = """
+import os, runpy, signal, sys
+
+from transformers import TrainerCallback
+from transformers_emola.training import recipe
+
+kill_step, script, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+
+
+class KillAfterCheckpoint(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):  # called once checkpoint-N is completely written
+        if state.global_step == kill_step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+build = recipe.build_trainer
+recipe.build_trainer = lambda *a, callbacks=None, **k: build(*a, callbacks=[*(callbacks or []), KillAfterCheckpoint()],
+                                                             **k)
+sys.argv = [script, *argv]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def test_killed_run_resumes_from_its_checkpoint_to_the_weights_of_an_uninterrupted_one(tiny_run, faba, tmp_path,
+                                                                                       monkeypatch):
+    """The documented path: a run killed after checkpoint-4, then `emola train --resume_from_checkpoint true`. The
+    resumed run starts at step 4, executes only steps 5-8 (a restart from scratch would execute 1-8 and, with the
+    same seed, end with the same weights: the step count is what tells them apart) and ends bit for bit where an
+    uninterrupted run ends."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from transformers_emola.cli import main as emola
+
+    root, paths, _ = faba
+    recipe = ["--config", str(REPO / "examples" / "recipes" / "tiny_cpu.yaml"), "--model_name_or_path", tiny_run[2],
+              "--train_annotations", str(paths["train_au"]), "--image_root", str(root), "--max_steps", "8",
+              "--save_strategy", "steps", "--save_steps", "4", "--logging_steps", "1", "--merge", "false",
+              "--disable_tqdm", "true"]
+    killed = tmp_path / "killed"
+    child = subprocess.run([sys.executable, "-c", KILLED_AFTER_CHECKPOINT, "4", str(REPO / "examples/sft_emola.py"),
+                            *recipe, "--output_dir", str(killed)], capture_output=True, text=True, timeout=600)
+    assert child.returncode == -9, child.stderr[-3000:]  # SIGKILL
+    assert [p.name for p in killed.glob("checkpoint-*")] == ["checkpoint-4"]
+    assert not (killed / "adapter_model.safetensors").exists()  # the run never reached its end
+
+    uninterrupted = record_steps(monkeypatch)
+    assert emola(["train", *recipe, "--output_dir", str(tmp_path / "uninterrupted")]) == 0
+    assert (uninterrupted.start, uninterrupted.steps) == (0, [1, 2, 3, 4, 5, 6, 7, 8])
+
+    resumed = record_steps(monkeypatch)
+    assert emola(["train", *recipe, "--output_dir", str(killed), "--resume_from_checkpoint", "true"]) == 0
+    assert (resumed.start, resumed.steps) == (4, [5, 6, 7, 8])
+
+    expected = load_file(tmp_path / "uninterrupted" / "adapter_model.safetensors")
+    actual = load_file(killed / "adapter_model.safetensors")
+    assert actual.keys() == expected.keys() and len(expected) > 0
+    for name in expected:
+        assert torch.equal(actual[name], expected[name]), name
+    # with no checkpoint in output_dir, `true` starts a new run (and says so in the log)
     assert resolve_resume("true", str(tmp_path / "empty")) is None
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .faba import FABA_AUS, normalize_tasks
 from .facial_prior import FaceNotFoundError, FacialPriorWeightsError, find_images, output_names
-from .jobs import Shard, atomic_file, is_failure, latest_rows, read_jsonl, run_job
+from .jobs import Launch, atomic_file, is_failure, latest_rows, read_jsonl, run_job
 
 #: Row `status` values: "ok", or why the image has no result.
 STATUSES = ("ok", "unreadable", "no_face", "error")
@@ -32,7 +32,8 @@ CSV_COLUMNS = (["image", "status", "error", "emotion"] + AU_COLUMNS
 @dataclass
 class AnalysisReport:
     """What `analyze_images` did: the output files, how many images were analysed now or skipped (already done),
-    and the images of this run that have no result (`{"image", "status", "error"}`)."""
+    the images of this run that have no result (`{"image", "status", "error"}`), and how many images each
+    process of the launch was given."""
 
     results_path: Path
     csv_path: Path
@@ -40,6 +41,11 @@ class AnalysisReport:
     analyzed: int = 0
     skipped: int = 0
     failures: list[dict] = field(default_factory=list)
+    samples_per_process: list[int] = field(default_factory=list)
+
+    @property
+    def num_processes(self) -> int:
+        return len(self.samples_per_process)
 
     @property
     def ok(self) -> bool:
@@ -108,15 +114,19 @@ def analyze_images(
     batch_size: int = 8,
     visualize: bool = False,
     progress: bool = True,
-    shard: Shard = Shard(),
+    launch: Launch = Launch(),
     **generate_kwargs: Any,
-) -> AnalysisReport:
+) -> AnalysisReport | None:
     """Analyse every image of `paths` (files or folders) with `analyzer` (a `FacialAffectAnalysisPipeline`) into
     `out_dir/results.jsonl`, `results.csv` and `failures.json`, resuming where a previous run stopped.
 
     `generate_kwargs` (e.g. `max_new_tokens`) go to `generate`. With `visualize`, one PNG per analysed image with the
     face box, landmarks, AUs and emotion is written under `out_dir/visualizations/`, named after the image
     (`photos/sub/a.jpg` -> `visualizations/sub/a.png`).
+
+    With `launch=Launch.detect()` in every process of a `torchrun` / `accelerate launch`, each process analyses
+    every n-th image and the main process merges the results (in input order) and returns the report; the others
+    return None.
     """
     from .pipeline_facial_affect import build_result
 
@@ -166,10 +176,12 @@ def analyze_images(
         failures_path=out_dir / "failures.json", batch_size=batch_size, is_done=is_done,
         failure_row=lambda image, error: _failure_row(str(image), "error", error, tasks), log_failures=True,
         fatal=(ImportError, FacialPriorWeightsError), progress=progress, description="emola analyze", unit="image",
-        shard=shard,
+        launch=launch,
     )
+    if job is None:  # another process of the launch: the main one merges and writes the table
+        return None
     report = AnalysisReport(job.log_path, out_dir / "results.csv", job.failures_path, analyzed=job.done,
-                            skipped=job.skipped, failures=job.failures)
+                            skipped=job.skipped, failures=job.failures, samples_per_process=job.samples_per_process)
     write_results_csv(latest_rows(read_jsonl(report.results_path), "image").values(), report.csv_path)
     return report
 

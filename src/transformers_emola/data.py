@@ -308,6 +308,12 @@ class _ExtractPriors:
     def _run(self, paths: list[str]) -> np.ndarray:
         from PIL import Image
 
+        from .facial_prior import FacialPriorExtractor
+
+        if isinstance(self.extractor, FacialPriorExtractor):
+            # It reads the files itself: insightface_2d106 with cv2.imread, as the official EmoLA extraction did
+            # (PIL decodes some JPEGs differently), the other backends with load_image (EXIF orientation applied).
+            return as_prior_array(self.extractor(paths), num_images=len(paths), name="the extractor's output")
         images = []
         for path in paths:
             with Image.open(path) as handle:

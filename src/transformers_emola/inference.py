@@ -18,7 +18,7 @@ import torch
 
 from .faba import task_question
 from .facial_prior.priors import load_prior
-from .jobs import Shard, run_job
+from .jobs import JobReport, Launch, run_job
 
 
 def build_prompt(processor, question: str) -> str:
@@ -76,14 +76,41 @@ def predict_faba_bench(
     max_new_tokens: int = 512,
     limit: int | None = None,
     progress: bool = True,
-    shard: Shard = Shard(),
+    launch: Launch = Launch(),
     **generate_kwargs: Any,
-) -> tuple[Path, list[dict]]:
+) -> tuple[Path, list[dict]] | None:
     """Generate answers for a FABA-Bench annotation file into `out_dir/predictions.jsonl`, resuming if present.
 
     Returns the predictions path and the failures (`{"id", "image", "status", "error"}`: unreadable image, bad
-    prior file), which are also written to `out_dir/failures.json`; a failing sample never stops the run. Runs on
-    `jobs.run_job` (with `shard`, one part of the samples: see `jobs.Shard`).
+    prior file), which are also written to `out_dir/failures.json`; a failing sample never stops the run. Under a
+    `launch` of several processes, each generates its share of the samples and the main process returns the merged
+    file (the others return None): see `faba_bench_job`.
+    """
+    job = faba_bench_job(model, processor, annotations, data_root, task, out_dir, batch_size=batch_size,
+                         max_new_tokens=max_new_tokens, limit=limit, progress=progress, launch=launch,
+                         **generate_kwargs)
+    return None if job is None else (job.log_path, job.failures)
+
+
+def faba_bench_job(
+    model,
+    processor,
+    annotations: str | Path | list[dict],
+    data_root: str | Path,
+    task: str,
+    out_dir: str | Path,
+    batch_size: int = 8,
+    max_new_tokens: int = 512,
+    limit: int | None = None,
+    progress: bool = True,
+    launch: Launch = Launch(),
+    **generate_kwargs: Any,
+) -> JobReport | None:
+    """`predict_faba_bench`, returning the whole `jobs.JobReport` (samples per process, samples generated now or
+    by an earlier run) on the main process, and None on the others.
+
+    It runs on `jobs.run_job`: with a `launch` of several processes, each takes every n-th sample into its own
+    `predictions.part<i>of<n>.jsonl`, and the main process merges them into `predictions.jsonl` in annotation order.
     """
     from PIL import Image
 
@@ -123,9 +150,8 @@ def predict_faba_bench(
                                    "reference": row.get("gpt4", ""), "label": row.get("label")}
         return [results[row_id] for row_id, _ in batch]
 
-    report = run_job(
+    return run_job(
         items, process, key=lambda item: item[0], key_field="id", log_path=out_dir / "predictions.jsonl",
         failures_path=out_dir / "failures.json", batch_size=batch_size, progress=progress,
-        description=f"FABA-Bench {task}", unit="face", shard=shard,
+        description=f"FABA-Bench {task}", unit="face", launch=launch,
     )
-    return report.log_path, report.failures

@@ -8,31 +8,43 @@ one by one and only the item that still raises becomes a failure row (`{"status"
 failures of the run are written to a `failures.json`. Errors that no item can escape (a missing package, missing
 model weights) are `fatal` and stop the job at once.
 
-Sharding: a `Shard(index, count)` gives this process every `count`-th item starting at `index` and its own
-`part` files, so several processes (ranks) can run one job side by side and resume independently; `merge_logs`
-and `merge_failures` put their part files back together in input order.
+Several processes: under `torchrun` or `accelerate launch`, `Launch.detect()` names this process's rank; with
+`run_job(..., launch=launch)` each rank runs its `Shard` (every `count`-th item, from its `index`), appends to its
+own part file (`predictions.part1of2.jsonl`) and resumes from it independently; then every rank reports to the
+others (the one point where they wait), and rank 0 merges the part files into the job's own files, in input order
+(failures too), and deletes them. A rank that raises reports its error instead, so the others stop with it rather
+than wait; a rank that is killed outright is handled by the launcher, which stops the rest. A resumed run reads the
+job's file and every part file left by an earlier run (of any process count), so no finished item is redone.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, Generic, TypeVar
 
 __all__ = [
+    "DEFAULT_WAIT",
     "JobReport",
+    "Launch",
+    "LaunchError",
     "Shard",
     "append_jsonl",
     "atomic_file",
     "is_failure",
+    "known_rows",
     "latest_rows",
     "merge_failures",
     "merge_logs",
+    "part_files",
     "read_jsonl",
     "run_job",
     "truncate_partial_line",
@@ -154,12 +166,29 @@ class Shard:
         return path.with_name(f"{path.stem}.part{self.index}of{self.count}{path.suffix}")
 
 
-def merge_logs(path: str | os.PathLike, keys: Sequence[str], key_field: str, count: int) -> list[dict]:
-    """The rows of the `count` part logs of `path` (see `Shard.part`), the latest row of each key, in the order of
-    `keys` (the job's input order); keys without a row are left out."""
+def part_files(path: str | os.PathLike) -> list[Path]:
+    """Every part file of `path` (see `Shard.part`) in its folder, whatever process count wrote it, by name."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(rf"{re.escape(path.stem)}\.part\d+of\d+{re.escape(path.suffix)}")
+    return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name))
+
+
+def known_rows(path: str | os.PathLike, key_field: str) -> dict[str, dict]:
+    """The latest row of every key in the log `path` and in its part files (a part, being newer, wins)."""
     latest: dict[str, dict] = {}
-    for index in range(count):
-        latest.update(latest_rows(read_jsonl(Shard(index, count).part(path)), key_field))
+    for source in [Path(path), *part_files(path)]:
+        for key, row in latest_rows(read_jsonl(source), key_field).items():
+            latest.pop(key, None)
+            latest[key] = row
+    return latest
+
+
+def merge_logs(path: str | os.PathLike, keys: Sequence[str], key_field: str) -> list[dict]:
+    """The latest row of each of `keys` in the log `path` and its part files, in the order of `keys` (the job's
+    input order); keys without a row are left out."""
+    latest = known_rows(path, key_field)
     return [latest[key] for key in keys if key in latest]
 
 
@@ -173,27 +202,129 @@ def merge_failures(path: str | os.PathLike, keys: Sequence[str], key_field: str,
     return [failures[key] for key in keys if key in failures]
 
 
+def _fold_parts_into_log(path: Path, keys: Sequence[str], key_field: str) -> set[str]:
+    """Rewrite the log `path` with its rows and its part files' (`keys` first, in order; rows of other keys, from
+    an earlier run over other items, after them), then delete the parts; returns the keys the log now holds. The
+    rewrite is atomic and comes first, so a kill in between leaves rows twice, never zero times."""
+    parts = part_files(path)
+    latest = known_rows(path, key_field)
+    if not parts:
+        return set(latest)
+    ordered = [latest.pop(key) for key in keys if key in latest] + list(latest.values())
+    with atomic_file(path, "w", encoding="utf-8") as handle:
+        for row in ordered:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    for part in parts:
+        part.unlink()
+    return {row[key_field] for row in ordered}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Launches (several processes)
+# ---------------------------------------------------------------------------------------------------------------
+#: How long the ranks of a launch wait for the slowest one. It is long because ranks may finish hours apart (a
+#: resumed rank may have all its items done while another has a whole shard left); a rank that dies does not make
+#: anyone wait this long (the launcher stops the others), nor does one that raises (it reports its error).
+DEFAULT_WAIT = timedelta(hours=72)
+
+
+class LaunchError(RuntimeError):
+    """Another process of the launch failed, so the job's outputs were not merged (its part files are kept)."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """The processes one job runs on, seen from one of them: this process alone (the default), or the ranks of a
+    data-parallel launch (`torchrun`, `accelerate launch`), found by `Launch.detect()`.
+
+    Attributes:
+        index, count: this process's rank and the number of processes.
+        device: the device this rank should use (each GPU rank its own); None: the caller's default.
+    """
+
+    index: int = 0
+    count: int = 1
+    device: str | None = None
+    group: Any = field(default=None, repr=False, compare=False)  # the torch.distributed group ranks report on
+
+    @classmethod
+    def detect(cls, wait: timedelta = DEFAULT_WAIT) -> Launch:
+        """This process's place in the launch, from `accelerate.PartialState` (which reads the variables `torchrun`,
+        `accelerate launch` and MPI set, and joins the process group: NCCL on GPUs, gloo on CPUs). Ranks report to
+        each other on a separate gloo group whose time-out is `wait`. Not launched: `Launch()`."""
+        import torch
+        from accelerate import PartialState
+
+        # Like the Trainer's `PartialState(cpu=use_cpu)`: without cpu=True, accelerate sees no multi-CPU launch.
+        accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, XPU, MPS, ...
+        has_accelerator = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+        use_cpu = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes")
+        state = PartialState(cpu=use_cpu or not has_accelerator)
+        if state.num_processes == 1:
+            return cls()
+        import torch.distributed as dist
+
+        group = dist.new_group(backend="gloo", timeout=wait)
+        return cls(state.process_index, state.num_processes, str(state.device), group)
+
+    @property
+    def shard(self) -> Shard:
+        return Shard(self.index, self.count)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that merges, scores and prints."""
+        return self.index == 0
+
+    def all_gather(self, value: Any) -> list:
+        """Every rank's `value` (picklable), in rank order, on every rank; returns when all ranks have called it."""
+        if self.count == 1:
+            return [value]
+        import torch.distributed as dist
+
+        if self.group is None:
+            raise RuntimeError(f"a Launch of {self.count} processes built by hand has no process group: use "
+                               "Launch.detect() in each process of a torchrun / accelerate launch")
+        values: list = [None] * self.count
+        dist.all_gather_object(values, value, group=self.group)
+        return values
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The runner
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
 class JobReport(Generic[Item]):
-    """What `run_job` did in this process.
+    """What `run_job` did: for the whole job on the main process of a launch, for its shard with `shard=`.
 
     Attributes:
-        items: this shard's items, in input order.
-        done: how many were finished in this run (successes).
-        skipped: how many an earlier run had already finished.
+        items: the items, in input order.
+        done_keys: the keys of the items finished (successfully) in this run, in input order.
+        skipped_keys: the keys of the items an earlier run had already finished.
         failures: the failure rows of this run, in input order.
-        log_path, failures_path: the files written (part files when sharded), or None.
+        log_path, failures_path: the files written, or None.
+        samples_per_process: how many items each process was given (one entry per process).
     """
 
     items: list[Item]
-    done: int = 0
-    skipped: int = 0
+    done_keys: list[str] = field(default_factory=list)
+    skipped_keys: list[str] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
     log_path: Path | None = None
     failures_path: Path | None = None
+    samples_per_process: list[int] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        return len(self.done_keys)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.skipped_keys)
+
+    @property
+    def num_processes(self) -> int:
+        return len(self.samples_per_process)
 
     @property
     def ok(self) -> bool:
@@ -220,8 +351,9 @@ def run_job(
     progress: bool = True,
     description: str | None = None,
     unit: str = "item",
-    shard: Shard = Shard(),
-) -> JobReport[Item]:
+    launch: Launch = Launch(),
+    shard: Shard | None = None,
+) -> JobReport[Item] | None:
     """Run `process` over `items` in batches, resumably, and report what happened.
 
     Args:
@@ -238,8 +370,16 @@ def run_job(
             `{key_field: key(item), "status": "error", "error": "<Type>: <message>"}`.
         log_failures: also append failure rows to the log (so the log describes every item tried).
         fatal: exception types that stop the job instead of failing an item (set-up errors).
-        progress: show a progress bar; `description` and `unit` label it.
-        shard: the part of the job this process runs (see `Shard`).
+        progress: show a progress bar (on the main process); `description` and `unit` label it.
+        launch: the processes running this job (see `Launch`); each runs its shard, the main one merges.
+        shard: instead of `launch`, run only this part of the job, into its part files, and merge nothing.
+
+    Returns:
+        The report of the whole job on the main process, None on the other processes of a launch; with `shard`,
+        the report of that shard.
+
+    Raises:
+        LaunchError: on the main process, when another process raised (that process raises its own error).
     """
     items = list(items)
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -258,17 +398,83 @@ def run_job(
     if is_done is None:
         def is_done(item, row):
             return row is not None and not is_failure(row)
+    run_part = partial(_run_part, items, process, key=key, key_field=key_field, log_path=log_path,
+                       failures_path=failures_path, batch_size=batch_size, is_done=is_done, failure_row=failure_row,
+                       log_failures=log_failures, fatal=fatal, unit=unit)
+    if shard is not None:
+        if launch.count > 1:
+            raise ValueError("give run_job a launch or a shard, not both")
+        return run_part(shard=shard, progress=progress, description=description)
+    if launch.count > 1 and description:
+        description = f"{description} [rank {launch.index}/{launch.count}]"
+    error = None
+    try:
+        part = run_part(shard=launch.shard, progress=progress and launch.is_main, description=description)
+        status = {"items": len(part.items), "done_keys": part.done_keys, "skipped_keys": part.skipped_keys,
+                  "failures": part.failures, "error": None}
+    except Exception as raised:  # noqa: BLE001  (reported to the other ranks, then raised again below)
+        if launch.count == 1:
+            raise
+        error, status = raised, {"error": _error_text(raised)}
+    statuses = launch.all_gather(status)  # every rank waits here for the others: the barrier
+    failed = [f"process {index} of {launch.count}: {s['error']}" for index, s in enumerate(statuses) if s["error"]]
+    if error is not None:
+        raise error
+    if failed:
+        if launch.is_main:
+            raise LaunchError("the job stopped because " + "; ".join(failed) + " (the finished items are kept in "
+                              "the part files: launch the same command again to resume)")
+        return None
+    if not launch.is_main:
+        return None
+    return _merged_report(items, keys, key_field, statuses, log_path, failures_path)
 
+
+def _merged_report(items, keys, key_field, statuses, log_path, failures_path) -> JobReport:
+    """On the main process, after every rank finished: the job's files from the part files, and its report."""
+    count = len(statuses)
+    order = {name: index for index, name in enumerate(keys)}
+    report = JobReport(items, samples_per_process=[s["items"] for s in statuses])
+    report.done_keys = sorted((k for s in statuses for k in s["done_keys"]), key=order.__getitem__)
+    report.skipped_keys = sorted((k for s in statuses for k in s["skipped_keys"]), key=order.__getitem__)
+    if log_path is not None:
+        report.log_path = Path(log_path)
+        merged = _fold_parts_into_log(report.log_path, keys, key_field)
+        missing = set(report.done_keys) - merged if count > 1 else set()
+        if missing:  # the other ranks wrote their part files where rank 0 cannot see them
+            raise LaunchError(f"{len(missing)} item(s) other processes finished are not in their part files of "
+                              f"{report.log_path} (e.g. {sorted(missing)[:3]}): the output folder must be one "
+                              "folder that every process (every node) sees")
+    report.failures = sorted((row for s in statuses for row in s["failures"]),
+                             key=lambda row: order[row[key_field]])
+    if failures_path is not None:
+        report.failures_path = Path(failures_path)
+        if count > 1:
+            write_json_atomic(report.failures_path, report.failures)
+        for stale in part_files(report.failures_path):  # this launch's, merged above, and any an earlier one left
+            stale.unlink()
+    return report
+
+
+def _run_part(
+    items: list[Item], process, *, key, key_field, log_path, failures_path, batch_size, is_done, failure_row,
+    log_failures, fatal, unit, shard: Shard, progress: bool, description: str | None,
+) -> JobReport[Item]:
+    """`run_job` on one shard, in this process: resume, run the pending batches, write the part files."""
     mine = shard.take(items)
-    report: JobReport[Item] = JobReport(mine)
+    report: JobReport[Item] = JobReport(mine, samples_per_process=[len(mine)])
     latest: dict[str, dict] = {}
     if log_path is not None:
         report.log_path = shard.part(log_path)
         report.log_path.parent.mkdir(parents=True, exist_ok=True)
         truncate_partial_line(report.log_path)
-        latest = latest_rows(read_jsonl(report.log_path), key_field)
-    pending = [item for item in mine if not is_done(item, latest.get(key(item)))]
-    report.skipped = len(mine) - len(pending)
+        latest = known_rows(log_path, key_field)  # the job's log and every part (this one's and earlier runs')
+    pending = []
+    for item in mine:
+        if is_done(item, latest.get(key(item))):
+            report.skipped_keys.append(key(item))
+        else:
+            pending.append(item)
 
     def run_batch(batch: list[Item]) -> list[dict]:
         try:
@@ -294,7 +500,7 @@ def run_job(
             if report.log_path is not None:
                 append_jsonl(report.log_path, rows if log_failures else [r for r in rows if not is_failure(r)])
             report.failures.extend(failures)
-            report.done += len(rows) - len(failures)
+            report.done_keys.extend(row[key_field] for row in rows if not is_failure(row))
             if bar is not None:
                 bar.update(len(batch))
     finally:

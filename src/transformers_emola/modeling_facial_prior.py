@@ -119,7 +119,22 @@ def _has_visual_inputs(kwargs: dict) -> bool:
     return kwargs.get("pixel_values") is not None or kwargs.get("mm_encoder_outputs") is not None
 
 
-class FacialPriorModelMixin:
+class InLibraryInitMixin:
+    """Initialise missing weights as transformers does for its own models.
+
+    transformers treats any class defined outside its package as custom (Hub) code and then marks a module
+    initialised when all its *direct* parameters were loaded — vacuously true for containers such as CLIP's
+    attention and MLP blocks, whose `_init_weights` branches are then skipped. EmoLA initialises only through
+    transformers' guarded initialisers, so it asks for the in-library path: a weight missing from a checkpoint gets
+    the base model's own initialisation (transformers' `test_can_init_all_missing_weights`).
+    """
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        return False
+
+
+class FacialPriorModelMixin(InLibraryInitMixin):
     """The facial-prior delta on a VLM's inner model: projector, placeholder mask, swap into the embeddings, checks.
 
     List it before the base class (`class EmolaModel(FacialPriorModelMixin, LlavaModel)`): the base builds its
@@ -244,7 +259,7 @@ class FacialPriorModelMixin:
         return with_facial_prior(super().forward(**base_inputs, return_dict=True, **kwargs), features)
 
 
-class FacialPriorForConditionalGenerationMixin:
+class FacialPriorForConditionalGenerationMixin(InLibraryInitMixin):
     """The facial-prior delta on a VLM's LM-head model: the swap before the base forward, and generate plumbing.
 
     The inner model (`self.model`) is the family's `facial_prior_model_class` (a `FacialPriorModelMixin` class).

@@ -164,7 +164,8 @@ class FacialAffectAnalysisPipeline(Pipeline):
 
     # ---- steps -------------------------------------------------------------------------------------------------
     def load(self, inputs) -> dict:
-        """Read one input as an upright RGB image; returns `{"image", "source", "facial_prior", "face_box"}`."""
+        """Read one input as an upright RGB image; returns `{"image", "path", "source", "facial_prior", "face_box"}`
+        (`path`: the local file, or None for an in-memory image)."""
         item = dict(inputs) if isinstance(inputs, dict) else {"image": inputs}
         if "image" not in item:
             raise ValueError(f"a dict input needs an 'image' key, got keys {sorted(item)}")
@@ -177,7 +178,8 @@ class FacialAffectAnalysisPipeline(Pipeline):
         prior = item.get("facial_prior")
         if prior is not None:
             prior = as_prior_array(prior, num_images=1, name=source)[0]
-        return {"image": image, "source": source, "facial_prior": prior, "face_box": item.get("face_box")}
+        return {"image": image, "path": raw if isinstance(raw, str) else None, "source": source,
+                "facial_prior": prior, "face_box": item.get("face_box")}
 
     def detect(self, loaded: dict) -> dict:
         """Add `face` (a `FaceLandmarks` or `None`) and the `facial_prior` the model will get to a `load()` result.
@@ -199,7 +201,9 @@ class FacialAffectAnalysisPipeline(Pipeline):
                     )
             else:
                 boxes = None if item["face_box"] is None else [item["face_box"]]
-                face = extractor.detect([item["image"]], face_boxes=boxes)[0]
+                # A file goes to the extractor as a path: insightface_2d106 decodes it with cv2.imread, as the
+                # official EmoLA extraction did (PIL decodes some JPEGs differently).
+                face = extractor.detect([item.get("path") or item["image"]], face_boxes=boxes)[0]
                 item["face"] = face
                 item["facial_prior"] = face.prior
         if use_prior:

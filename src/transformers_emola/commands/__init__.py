@@ -24,6 +24,7 @@ __all__ = [
     "cli_message",
     "extractor_from_args",
     "print_failures",
+    "processes_note",
 ]
 
 
@@ -161,6 +162,13 @@ def cli_message(error: BaseException) -> str:
             message += f"\nTo use files you have: --backend-options '{json.dumps(error.suggested_options)}'"
         return message
     return str(error)
+
+
+def processes_note(samples_per_process: list[int], unit: str) -> str:
+    """How a launch of several processes split the job, for a command's summary line ("" for one process)."""
+    if len(samples_per_process) <= 1:
+        return ""
+    return f" ({len(samples_per_process)} processes: {'/'.join(map(str, samples_per_process))} {unit})"
 
 
 def print_failures(failures: list[dict], failures_path, name_field: str = "image") -> None:

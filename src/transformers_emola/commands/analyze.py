@@ -3,7 +3,9 @@
 Example: `emola analyze photos/ --model emola-7b-au --task au --out results/ --visualize`
 Results go to OUT/results.jsonl and OUT/results.csv (one 0/1 column per AU; empty when the answer names no AU), the
 failed images to OUT/failures.json; a re-run skips the images already analysed. Exit status: 0 when every image has
-a result, 1 when some failed, 2 on bad arguments.
+a result, 1 when some failed, 2 on bad arguments or when a process of a launch failed. Launched with several
+processes (`torchrun --nproc-per-node 4 -m transformers_emola.cli analyze ...`, or `accelerate launch`), each
+process analyses every n-th image on its own device and rank 0 merges (docs/scale_out.md).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import sys
 
 from ..faba import TASKS
-from . import add_facial_prior_arguments, cli_message, extractor_options, print_failures
+from . import add_facial_prior_arguments, cli_message, extractor_options, print_failures, processes_note
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,23 +38,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..analysis import analyze_images, load_analyzer
     from ..facial_prior import find_images
+    from ..jobs import Launch, LaunchError
 
     try:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
         find_images(args.paths)  # fail on a typo before loading a 7B model
         options = extractor_options(args)
+        launch = Launch.detect()
         analyzer = load_analyzer(args.model, backend=args.backend,
                                  on_missing_face=options.pop("on_missing_face", "error"), backend_options=options,
-                                 device=args.device, dtype=args.dtype)
+                                 device=args.device or launch.device, dtype=args.dtype)
         report = analyze_images(analyzer, args.paths, args.out, tasks=args.task, batch_size=args.batch_size,
-                                visualize=args.visualize, progress=not args.no_progress,
+                                visualize=args.visualize, progress=not args.no_progress, launch=launch,
                                 max_new_tokens=args.max_new_tokens)
-    except (ValueError, OSError, ImportError) as error:
+    except (ValueError, OSError, ImportError, LaunchError) as error:
         print(f"emola analyze: error: {cli_message(error)}", file=sys.stderr)
         return 2
+    if report is None:  # another process of a torchrun / accelerate launch: rank 0 reports
+        return 0
     print(f"emola analyze: {report.analyzed} analysed, {report.skipped} already done, {len(report.failures)} failed "
-          f"-> {report.results_path}, {report.csv_path}")
+          f"-> {report.results_path}, {report.csv_path}" + processes_note(report.samples_per_process, "images"))
     if report.failures:
         print_failures(report.failures, report.failures_path)
         return 1

@@ -3,8 +3,11 @@
     emola evaluate --predictions predictions.jsonl --task au --mode paper --out outputs/eval_au
     emola evaluate --model emola-7b-au --annotations eval_au_anno.json --data-root data --task au --out results/au
 
-With --model, predictions.jsonl is appended as it goes: a killed run resumes where it stopped. Exit status: 0, 1 when
-some samples failed or could not be scored (the rest is scored), 2 on bad arguments.
+With --model, predictions.jsonl is appended as it goes: a killed run resumes where it stopped. Launched with several
+processes (`torchrun --nproc-per-node 4 -m transformers_emola.cli evaluate --model ...`, or `accelerate launch`),
+each process generates every n-th sample on its own device and rank 0 merges and scores (docs/scale_out.md).
+Exit status: 0, 1 when some samples failed or could not be scored (the rest is scored), 2 on bad arguments or when
+a process of the launch failed.
 """
 
 from __future__ import annotations
@@ -69,13 +72,20 @@ def run_traditional(args: argparse.Namespace) -> int:
 def run_model(args: argparse.Namespace) -> int:
     """--model: generate with the checkpoint, then score (the generation runner)."""
     from ..evaluation import evaluate_model, format_summary
+    from ..jobs import Launch, LaunchError
 
     if not args.annotations or not args.data_root:
         print("emola evaluate: --model needs --annotations and --data-root", file=sys.stderr)
         return 2
-    report = evaluate_model(args.model, args.annotations, args.data_root, args.task, args.out, mode=args.mode,
-                            au_set=args.au_set, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                            limit=args.limit, plots=not args.no_plots)
+    try:
+        report = evaluate_model(args.model, args.annotations, args.data_root, args.task, args.out, mode=args.mode,
+                                au_set=args.au_set, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                limit=args.limit, plots=not args.no_plots, launch=Launch.detect())
+    except LaunchError as error:
+        print(f"emola evaluate: error: {error}", file=sys.stderr)
+        return 2
+    if report is None:  # another process of a torchrun / accelerate launch: rank 0 reports
+        return 0
     print(format_summary(report.result, report.paths))
     if report.failures:
         print(f"{len(report.failures)} sample(s) failed (see {report.paths['json'].parent / 'failures.json'}):",

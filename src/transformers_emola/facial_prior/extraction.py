@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..jobs import Shard, run_job
+from ..jobs import Launch, run_job
 from .errors import FaceNotFoundError, FacialPriorWeightsError
 from .extractor import FacialPriorExtractor
 from .images import find_images, output_names
@@ -27,13 +27,19 @@ FAILURES_FILE = "failures.json"
 
 @dataclass
 class PriorExtractionReport:
-    """What a batch extraction did: files written, files already there, and the failed images
-    (`{"image", "outputs", "status", "error"}`, status "no_face" or "error")."""
+    """What a batch extraction did: files written, files already there, the failed images
+    (`{"image", "outputs", "status", "error"}`, status "no_face" or "error"), and how many images each process of
+    the launch was given."""
 
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
     failures_path: Path | None = None
+    samples_per_process: list[int] = field(default_factory=list)
+
+    @property
+    def num_processes(self) -> int:
+        return len(self.samples_per_process)
 
     @property
     def ok(self) -> bool:
@@ -75,17 +81,19 @@ def extract_priors(
     *,
     overwrite: bool = False,
     progress: bool = True,
-    shard: Shard = Shard(),
-) -> PriorExtractionReport:
+    launch: Launch = Launch(),
+) -> PriorExtractionReport | None:
     """Write one prior `.npy` per image of `paths` (files, or folders searched recursively) under `out_dir`.
 
     Each image's file keeps its path below the images' common folder (`photos/sub/a.jpg` -> `out_dir/sub/a.npy`,
-    see `images.output_names`); failures are listed in `out_dir/failures.json`.
+    see `images.output_names`); failures are listed in `out_dir/failures.json`. With `launch=Launch.detect()` in every
+    process of a `torchrun` / `accelerate launch`, each process extracts every n-th image and the main process
+    returns the report of the whole job (the others return None).
     """
     images = find_images(paths)
     names = output_names(images, ".npy")
     targets = [_Image(str(image), image, [names[image].as_posix()]) for image in images]
-    return _write_priors(targets, Path(out_dir), extractor, overwrite=overwrite, progress=progress, shard=shard)
+    return _write_priors(targets, Path(out_dir), extractor, overwrite=overwrite, progress=progress, launch=launch)
 
 
 def extract_priors_for_annotations(
@@ -96,13 +104,13 @@ def extract_priors_for_annotations(
     *,
     overwrite: bool = False,
     progress: bool = True,
-    shard: Shard = Shard(),
-) -> PriorExtractionReport:
+    launch: Launch = Launch(),
+) -> PriorExtractionReport | None:
     """Write one prior `.npy` per annotated image, in the FABA-Instruct layout.
 
     Each row's prior goes to `out_dir/<row["landmark"]>` when the row has one, else to
     `out_dir/landmarks/<image path>.npy`; an image listed by several rows is computed once. Failures are listed in
-    `out_dir/failures.json`.
+    `out_dir/failures.json`. `launch`: as in `extract_priors`.
     """
     image_root = Path(image_root)
     outputs: dict[str, list[str]] = {}
@@ -112,7 +120,7 @@ def extract_priors_for_annotations(
         if relative not in targets:
             targets.append(relative)
     targets = [_Image(image, image_root / image, files) for image, files in outputs.items()]
-    return _write_priors(targets, Path(out_dir), extractor, overwrite=overwrite, progress=progress, shard=shard)
+    return _write_priors(targets, Path(out_dir), extractor, overwrite=overwrite, progress=progress, launch=launch)
 
 
 def _failure(image: _Image, error: BaseException) -> dict:
@@ -124,8 +132,8 @@ def _failure(image: _Image, error: BaseException) -> dict:
 
 def _write_priors(
     images: list[_Image], out_dir: Path, extractor: FacialPriorExtractor, *, overwrite: bool, progress: bool,
-    shard: Shard,
-) -> PriorExtractionReport:
+    launch: Launch,
+) -> PriorExtractionReport | None:
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved_out = out_dir.resolve()
 
@@ -134,9 +142,6 @@ def _write_priors(
 
     def is_done(image: _Image, row) -> bool:
         return not overwrite and not outside(image) and all((out_dir / t).is_file() for t in image.outputs)
-
-    written: list[str] = []
-    skipped = [t for image in shard.take(images) if is_done(image, None) for t in image.outputs]
 
     def process(batch: list[_Image]) -> list[dict]:
         rows: dict[str, dict] = {}
@@ -149,12 +154,19 @@ def _write_priors(
         for image, face in zip(readable, faces):
             for target in image.outputs:
                 save_prior(out_dir / target, face.prior)
-                written.append(target)
             rows[image.key] = {"image": image.key, "outputs": image.outputs}
         return [rows[image.key] for image in batch]
 
     job = run_job(images, process, key=lambda image: image.key, key_field="image", batch_size=extractor.batch_size,
                   is_done=is_done, failure_row=_failure, fatal=(ImportError, FacialPriorWeightsError),
                   failures_path=out_dir / FAILURES_FILE, progress=progress, description="extract-priors", unit="img",
-                  shard=shard)
-    return PriorExtractionReport(list(dict.fromkeys(written)), skipped, job.failures, job.failures_path)
+                  launch=launch)
+    if job is None:  # another process of the launch: the main one reports
+        return None
+    outputs = {image.key: image.outputs for image in images}
+
+    def files(keys: list[str]) -> list[str]:
+        return list(dict.fromkeys(target for key in keys for target in outputs[key]))
+
+    return PriorExtractionReport(files(job.done_keys), files(job.skipped_keys), job.failures, job.failures_path,
+                                 samples_per_process=job.samples_per_process)

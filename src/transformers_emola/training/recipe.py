@@ -102,8 +102,8 @@ def train_emola(
     model_name: str | None = None,
 ) -> dict[str, Any]:
     """Run EmoLA's recipe: load FABA-Instruct, load the model, add LoRA, train (or resume), save the adapter and its
-    model card, optionally merge and push. Returns a summary dict (steps, samples/s, peak memory, losses, output
-    paths, and the `trainer`); `format_summary(summary)` words it.
+    model card, optionally merge and push. Returns a summary dict (steps, processes, samples/s, peak memory, losses,
+    output paths, and the `trainer`); `format_summary(summary)` words it.
 
     `model_args` is TRL's `ModelConfig` (`model_name_or_path`, `use_peft`, `lora_*`, `load_in_4bit`, `dtype`):
     an EmoLA checkpoint of any family, an HF LLaVA-1.5 checkpoint, or with `script_args.add_facial_prior` a
@@ -197,6 +197,7 @@ def train_emola(
     summary = {
         "global_step": trainer.state.global_step,
         "train_samples": len(train_dataset),
+        "num_processes": training_args.world_size,
         "skipped_rows": report.num_skipped,
         "train_loss": metrics.get("train_loss"),
         "first_logged_loss": losses[0] if losses else None,
@@ -268,14 +269,16 @@ def _card_hyperparameters(training_args, model_args) -> dict:
 
 
 def format_summary(summary: dict) -> str:
-    """The end-of-run lines: steps, throughput, peak memory, losses, outputs."""
+    """The end-of-run lines: steps, samples, processes (the world size: each process trains on its own part of
+    every step's samples), throughput, peak memory (of this process), losses, outputs."""
     def fmt(value, spec):
         return format(value, spec) if isinstance(value, (int, float)) else "n/a"
 
     device = "GPU" if torch.cuda.is_available() and torch.cuda.is_initialized() else "CPU RSS"
     lines = [
         "==== EmoLA training summary ====",
-        f"steps: {summary['global_step']}   samples: {summary['train_samples']}"
+        f"steps: {summary['global_step']}   samples: {summary['train_samples']}   "
+        f"processes: {summary.get('num_processes', 1)}"
         + (f"   skipped rows: {summary['skipped_rows']}" if summary.get("skipped_rows") else ""),
         f"samples/s: {fmt(summary['train_samples_per_second'], '.2f')}   "
         f"runtime: {fmt(summary['train_runtime_s'], '.1f')} s",
