@@ -33,7 +33,7 @@ class DemoArguments:
         "help": "folder the image and landmark paths of --annotations are relative to (default: none)"})
     tasks: tuple[str, ...] = field(default=TASKS, metadata={"help": "tasks to train and evaluate", "choices": TASKS})
     num_train: int = field(default=200, metadata={"help": "synthetic training faces per task"})
-    num_eval: int = field(default=30, metadata={"help": "held-out synthetic faces per task"})
+    num_eval: int = field(default=60, metadata={"help": "held-out synthetic faces per task"})
     image_size: int = field(default=56, metadata={"help": "synthetic image side and tiny CLIP input size, pixels"})
     epochs: float = field(default=20.0, metadata={"help": "training epochs"})
     batch_size: int = field(default=8, metadata={"help": "training and generation batch size"})
@@ -44,8 +44,9 @@ class DemoArguments:
         "help": "standardize: the model standardises each prior with the training priors' mean and std (stored in "
                 "its config); none: raw landmark vectors, as the released EmoLA checkpoints take them",
         "choices": ["standardize", "none"]})
-    hidden_size: int = field(default=64, metadata={"help": "tiny model: width of the language model"})
-    num_hidden_layers: int = field(default=2, metadata={"help": "tiny model: depth of the language model"})
+    hidden_size: int = field(default=96, metadata={"help": "tiny model: width of the language model"})
+    num_hidden_layers: int = field(default=1, metadata={
+        "help": "tiny model: depth of the language model (one layer learns to read the prior token soonest)"})
     max_new_tokens: int = field(default=120, metadata={"help": "longest generated answer when evaluating"})
     use_facial_prior: bool = field(default=True, metadata={
         "help": "train the LLaVA baseline without the facial prior token (the ablation)"})
