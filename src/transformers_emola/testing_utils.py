@@ -29,7 +29,7 @@ from transformers import (
     Qwen2VLImageProcessorPil,
 )
 
-from .tiny import BASE_CORPUS, SPECIAL_TOKENS, build_tiny_emola, build_tiny_tokenizer
+from .tiny import BASE_CORPUS, SPECIAL_TOKENS, build_tiny_emola, build_tiny_tokenizer, tiny_llama_settings
 
 
 class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
@@ -63,18 +63,7 @@ TINY_VLM_FAMILIES = ("llava", "qwen2_5_vl", "idefics3", "gemma3")
 
 
 def _tiny_llama(tokenizer, hidden_size: int, num_hidden_layers: int) -> dict:
-    return dict(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_hidden_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    return tiny_llama_settings(tokenizer, hidden_size, num_hidden_layers, max_position_embeddings=512)
 
 
 def build_tiny_vlm(family: str, hidden_size: int = 32, num_hidden_layers: int = 2, seed: int = 0):

@@ -61,6 +61,24 @@ def build_tiny_tokenizer(
     )
 
 
+def tiny_llama_settings(tokenizer, hidden_size: int, num_hidden_layers: int,
+                        max_position_embeddings: int = 2048) -> dict:
+    """The tiny Llama LM's settings (4 heads, 2 KV heads, MLP twice the width), shared by every tiny model here and
+    `testing_utils.build_tiny_vlm`: vocabulary and special ids from `tokenizer`."""
+    return dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
 def build_tiny_emola(
     texts: Iterable[str] = (),
     vocab_size: int = 400,
@@ -109,18 +127,7 @@ def build_tiny_emola(
         patch_size=patch_size,
         projection_dim=vision_hidden_size,
     )
-    text_config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_hidden_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    text_config = LlamaConfig(**tiny_llama_settings(tokenizer, hidden_size, num_hidden_layers))
     config = EmolaConfig(
         vision_config=vision_config,
         text_config=text_config,
