@@ -1,12 +1,14 @@
 """`emola demo` end to end at a miniature size: every stage runs and the report holds real, consistent numbers."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from rege_by_hand import mean_f1, package_s_ge, paper_per_au_f1
 
 from transformers_emola.cli import main as cli_main
-from transformers_emola.demo import DemoArguments, format_table, run_demo
+from transformers_emola.demo import DemoArguments, default_workers, format_table, run_demo
 from transformers_emola.jobs import read_jsonl
 from transformers_emola.metrics.parsing import parse_emotion
 
@@ -148,6 +150,19 @@ def test_cli_lists_every_command(capsys):
         assert command in text
 
 
+def test_demo_command_reports_the_loss_of_a_run_shorter_than_the_logging_interval(tmp_path, capsys):
+    """One training step (8 rows, batch 8) is fewer than the 5 steps between loss logs: the first step is logged
+    anyway, and the command's summary prints it (it raised on a missing loss before)."""
+    assert cli_main(["demo", "--out", str(tmp_path), "--num-train", "4", "--num-eval", "2", "--epochs", "1",
+                     "--image-size", "28", "--hidden-size", "32", "--max-new-tokens", "4", "--workers", "1",
+                     "--no-evaluate-before", "--num-threads", "1", "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["training"]["steps"] == 1
+    first_loss = saved["training"]["first_loss"]
+    assert first_loss is not None and len(saved["training"]["losses"]) == 1
+    assert f"trained 1 steps, loss {first_loss:.3f} -> {first_loss:.3f};" in capsys.readouterr().out
+
+
 def test_demo_runs_on_given_faba_annotations(demo, tmp_path):
     """--annotations/--data-root: the same stages on an existing FABA-Instruct folder (here: the first demo's)."""
     out, _ = demo
@@ -177,3 +192,60 @@ def test_standardize_facial_priors_is_opt_in_and_keeps_a_models_own_statistics()
     assert np.allclose(model.config.facial_prior_std, priors.std(0))
     standardize_facial_priors(model, priors + 1.0)  # a model trained on its statistics keeps them
     assert np.allclose(model.config.facial_prior_mean, priors.mean(0))
+
+
+def test_demo_runs_the_tiny_models_runs_at_once_and_a_checkpoints_one_by_one():
+    assert default_workers(DemoArguments(), 4) == 4
+    assert default_workers(DemoArguments(model="some/llava-checkpoint"), 4) == 1
+    assert default_workers(DemoArguments(workers=2), 4) == 2
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        default_workers(DemoArguments(workers=0), 4)
+
+
+KEEP_MEMORY_PROBE = """
+import resource, sys, torch
+from transformers_emola.demo import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+buffer = torch.ones(16 << 20); del buffer  # 64 MB, above glibc's largest automatic mmap threshold
+start = faults()
+for _ in range(10):
+    buffer = torch.ones(16 << 20); del buffer
+print(faults() - start)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_keep_freed_memory_stops_the_page_faults_of_reallocating_a_buffer():
+    """Ten 64 MB allocations: by default each is mapped and zero-filled anew (~16k page faults each)."""
+    def page_faults(mode):
+        run = subprocess.run([sys.executable, "-c", KEEP_MEMORY_PROBE, mode], capture_output=True, text=True,
+                             check=True)
+        return int(run.stdout.split()[-1])
+
+    default, kept = page_faults("default"), page_faults("keep")
+    assert default >= 10 * 16_000
+    assert kept <= default / 4
+
+
+def test_demo_default_tokenizer_names_every_au_in_one_token(tmp_path):
+    """At the default vocabulary every `AU<n>` of the synthetic answers is one token (at 600, `AU15` was two and AU
+    scores fell; docs/demo_and_ablation.md)."""
+    import re
+
+    from transformers_emola.data import load_faba_instruct
+    from transformers_emola.demo import _combined_training_file, _synthetic_data, _tokenizer_corpus
+    from transformers_emola.tiny import build_tiny_tokenizer
+
+    args = DemoArguments(out=str(tmp_path), num_eval=1, progress=False)
+    paths = _synthetic_data(args, tmp_path / "data")
+    train_file = _combined_training_file(paths, args.tasks, tmp_path / "train.json")
+    rows = load_faba_instruct(train_file, image_root=paths["root"], split="train", use_facial_prior=False)
+    corpus = _tokenizer_corpus(rows)
+    aus = sorted({int(n) for text in corpus for n in re.findall(r"\bAU(\d+)\b", text)})
+    assert len(aus) >= 12
+    tokenizer = build_tiny_tokenizer(corpus, vocab_size=args.vocab_size)
+    for au in aus:
+        assert len(tokenizer.tokenize(f" AU{au}")) == 1, (au, tokenizer.tokenize(f" AU{au}"))

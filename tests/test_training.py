@@ -434,3 +434,19 @@ def test_a_model_built_in_memory_is_trained_by_the_same_recipe(faba, tmp_path):
         merge_adapter_checkpoint(tmp_path / "run")
     with pytest.raises(ValueError, match="model_name_or_path is required"):
         train_emola(script_args, tiny_args(tmp_path / "other", max_steps=1))
+
+
+def test_sft_config_keeps_trls_activation_checkpointing_without_the_deprecated_name(tmp_path):
+    """TRL defaults `gradient_checkpointing=True`, a name transformers 5.23+ deprecates with a FutureWarning on every
+    config built; EmolaSFTConfig sets the same default under the current name, and the old name still works."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        default = EmolaSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+        off = EmolaSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], activation_checkpointing=False)
+    assert default.activation_checkpointing is True and default.gradient_checkpointing is True
+    assert off.activation_checkpointing is False and off.gradient_checkpointing is False
+    with pytest.warns(FutureWarning, match="gradient_checkpointing"):
+        old = EmolaSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], gradient_checkpointing=False)
+    assert old.activation_checkpointing is False

@@ -11,7 +11,6 @@ at a real EmoLA / LLaVA checkpoint and FABA-Instruct to run the same stages on r
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -32,10 +31,10 @@ class DemoArguments:
     data_root: str | None = field(default=None, metadata={
         "help": "folder the image and landmark paths of --annotations are relative to (default: none)"})
     tasks: tuple[str, ...] = field(default=TASKS, metadata={"help": "tasks to train and evaluate", "choices": TASKS})
-    num_train: int = field(default=200, metadata={"help": "synthetic training faces per task"})
+    num_train: int = field(default=400, metadata={"help": "synthetic training faces per task"})
     num_eval: int = field(default=60, metadata={"help": "held-out synthetic faces per task"})
     image_size: int = field(default=56, metadata={"help": "synthetic image side and tiny CLIP input size, pixels"})
-    epochs: float = field(default=20.0, metadata={"help": "training epochs"})
+    epochs: float = field(default=10.0, metadata={"help": "training epochs"})
     batch_size: int = field(default=8, metadata={"help": "training and generation batch size"})
     learning_rate: float = field(default=3e-3, metadata={"help": "learning rate (the multimodal projector's too)"})
     prior_learning_rate: float | None = field(default=None, metadata={
@@ -44,6 +43,9 @@ class DemoArguments:
         "help": "standardize: the model standardises each prior with the training priors' mean and std (stored in "
                 "its config); none: raw landmark vectors, as the released EmoLA checkpoints take them",
         "choices": ["standardize", "none"]})
+    vocab_size: int = field(default=1000, metadata={
+        "help": "tiny model: tokens its tokenizer learns from the training texts (at 1000 every word and AU number "
+                "of the synthetic answers is one token; at 600 'AU15' was two)"})
     hidden_size: int = field(default=96, metadata={"help": "tiny model: width of the language model"})
     num_hidden_layers: int = field(default=1, metadata={
         "help": "tiny model: depth of the language model (one layer learns to read the prior token soonest)"})
@@ -58,8 +60,8 @@ class DemoArguments:
     num_threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads (default: torch's choice; 1 per run when runs go in parallel)"})
     workers: int | None = field(default=None, metadata={
-        "help": "runs (evaluation before training, each trained variant) at once, one process each (default: "
-                "one per CPU core, at most one per run; 1 runs everything in this process)"})
+        "help": "runs (evaluation before training, each trained variant) at once, one process each (default: all "
+                "of them for the tiny model, one thread each; 1 for a checkpoint: everything in this process)"})
     progress: bool = field(default=True, metadata={"help": "hide the progress bars"})
 
 
@@ -229,16 +231,17 @@ def _tiny_model(args: DemoArguments, train_file: Path, data_root: Path, use_faci
 
     train_rows = load_faba_instruct(train_file, image_root=data_root, split="train", use_facial_prior=False,
                                     system_prompt=VICUNA_V1_SYSTEM_PROMPT)
-    return build_tiny_emola(texts=_tokenizer_corpus(train_rows), vocab_size=600, hidden_size=args.hidden_size,
-                            num_hidden_layers=args.num_hidden_layers, image_size=args.image_size,
-                            facial_prior_backend="synthetic", use_facial_prior=use_facial_prior, seed=args.seed)
+    return build_tiny_emola(texts=_tokenizer_corpus(train_rows), vocab_size=args.vocab_size,
+                            hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
+                            image_size=args.image_size, facial_prior_backend="synthetic",
+                            use_facial_prior=use_facial_prior, seed=args.seed)
 
 
 def _evaluate_untrained(args: DemoArguments, paths, data_root: Path, train_file: Path, out: Path) -> dict:
     """REGE of the starting model (the tiny random one, or the checkpoint given), before any training."""
     from .training import load_model_and_processor
 
-    _set_threads(args)
+    _prepare_process(args)
     if args.model == "tiny":
         model, processor = _tiny_model(args, train_file, data_root, args.use_facial_prior)
     else:
@@ -256,7 +259,7 @@ def _train_and_evaluate(args: DemoArguments, variant: str, paths, data_root: Pat
 
     from .training import EmolaScriptArguments, EmolaSFTConfig, train_emola
 
-    _set_threads(args)
+    _prepare_process(args)
     started = time.perf_counter()
     tiny = args.model == "tiny"
     use_prior = args.use_facial_prior and variant != "no_prior"
@@ -270,8 +273,8 @@ def _train_and_evaluate(args: DemoArguments, variant: str, paths, data_root: Pat
         output_dir=str(out / "checkpoints"), use_cpu=not torch.cuda.is_available(), bf16=False, report_to=[],
         num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate, mm_projector_lr=args.learning_rate,
-        facial_prior_projector_lr=args.prior_learning_rate, logging_steps=5, save_strategy="no",
-        seed=args.seed, dataloader_num_workers=0, disable_tqdm=not args.progress, max_length=None,
+        facial_prior_projector_lr=args.prior_learning_rate, logging_steps=5, logging_first_step=True,
+        save_strategy="no", seed=args.seed, dataloader_num_workers=0, disable_tqdm=not args.progress, max_length=None,
         activation_checkpointing=not tiny,  # memory is no issue for the tiny model; speed is
     )
     name = f"emola-demo-{'tiny' if tiny else Path(args.model).name}" + ("" if variant == "prior" else f"-{variant}")
@@ -308,11 +311,50 @@ def _train_and_evaluate(args: DemoArguments, variant: str, paths, data_root: Pat
     }
 
 
-def _set_threads(args: DemoArguments) -> None:
+def _prepare_process(args: DemoArguments) -> None:
     if args.num_threads:
         import torch
 
         torch.set_num_threads(args.num_threads)
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory in the process instead of handing it back to the kernel.
+
+    A tiny model's training step allocates and frees the same few-MB buffers hundreds of times; by default glibc
+    returns them to the kernel (`munmap`, heap trimming) and the next step page-faults them in again, zeroed. On the
+    2-core CPU machine that kernel work was a third of a demo training's time (150 steps: 24.5 s, 8.3 s of it system
+    time; with these settings 16.7 s and 1.4 s, same results). Returns False where this is not glibc (nothing changes).
+    The setting lasts as long as the process: the demo makes it in the worker processes it starts for the tiny
+    model, never in the caller's (`--workers 1`).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None:
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # glibc's malloc.h
+    settings = ((m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20), (m_mmap_threshold, 1 << 30))
+    return all(mallopt(option, value) == 1 for option, value in settings)
+
+
+def default_workers(args: DemoArguments, num_runs: int) -> int:
+    """Processes for `num_runs` runs: `args.workers`, else all at once for the tiny model, else one.
+
+    The tiny model's runs take one thread each, so equal-length trainings end together instead of in rounds of one
+    per core (on 2 cores, 3 trainings took 2 rounds: 341 s for `--ablation`); a checkpoint's runs go one after
+    another, as they would share one accelerator.
+    """
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {args.workers}")
+        return args.workers
+    return num_runs if args.model == "tiny" else 1
 
 
 def _run(job: tuple) -> tuple[str, dict, float]:
@@ -323,14 +365,15 @@ def _run(job: tuple) -> tuple[str, dict, float]:
     return kind, result, time.perf_counter() - started
 
 
-def _run_jobs(jobs: list[tuple], workers: int) -> dict[str, tuple[dict, float]]:
+def _run_jobs(jobs: list[tuple], workers: int, tiny: bool) -> dict[str, tuple[dict, float]]:
     if workers <= 1:
         return {kind: (result, seconds) for kind, result, seconds in map(_run, jobs)}
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn: a fresh interpreter per worker (torch does not like fork after its threads started)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=keep_freed_memory if tiny else None) as pool:
         return {kind: (result, seconds) for kind, result, seconds in pool.map(_run, jobs)}
 
 
@@ -371,13 +414,11 @@ def run_demo(args: DemoArguments) -> dict:
         jobs.append((variant, (args, variant, variant_paths, data_root, variant_train_file, variant_out)))
     if args.evaluate_before:
         jobs.append(("before", (args, paths, data_root, train_file, out)))
-    workers = args.workers or min(len(jobs), os.cpu_count() or 1)
+    workers = default_workers(args, len(jobs))
     if workers > 1:  # one thread per process, and no interleaved progress bars
         args = replace(args, num_threads=args.num_threads or 1, progress=False)
         jobs = [(kind, (args, *call_args[1:])) for kind, call_args in jobs]
-    elif args.num_threads:
-        _set_threads(args)
-    done = _run_jobs(jobs, workers)
+    done = _run_jobs(jobs, workers, tiny=args.model == "tiny")
     prior, prior_s = done["prior"]
     before = done["before"][0] if "before" in done else None
     timings.update({"evaluate_before_s": done["before"][1] if "before" in done else 0.0, **prior["timings"],

@@ -27,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(report["table"])
     timings = report["timings"]
-    print(f"\ntrained {report['training']['steps']} steps, loss {report['training']['first_loss']:.3f} -> "
-          f"{report['training']['last_loss']:.3f}; total {timings['total_s']:.0f} s")
+    training = report["training"]
+    losses = (f", loss {training['first_loss']:.3f} -> {training['last_loss']:.3f}"
+              if training["first_loss"] is not None else "")
+    print(f"\ntrained {training['steps']} steps{losses}; total {timings['total_s']:.0f} s")
     print(f"report: {args.out}/report.json, plots: {', '.join(report['plots'])}")
     return 0

@@ -24,7 +24,8 @@ class EmolaSFTConfig(SFTConfig):
 
     Changed defaults: `learning_rate=1e-4`, cosine schedule, `warmup_steps=0.03` (a ratio), `weight_decay=0`,
     1 epoch, `assistant_only_loss=True`, `remove_unused_columns=False`, `max_length=2048`, and `bf16` only where
-    the GPU supports it.
+    the GPU supports it. TRL's activation checkpointing stays on, set through `activation_checkpointing` (its
+    deprecated alias `gradient_checkpointing` still works, with transformers' warning).
 
     Example:
 
@@ -52,8 +53,14 @@ class EmolaSFTConfig(SFTConfig):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep the `facial_priors` column for the collator."}
     )
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of `activation_checkpointing` (transformers 5.23+)."}
+    )
 
     def __post_init__(self):
+        if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+            # TRL's default (on), under transformers' current name: TRL sets the deprecated alias, which warns
+            self.activation_checkpointing = True
         if self.bf16 is None and not self.fp16:
             # "bf16 where available": TRL would turn it on everywhere, CPU included.
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported() and not self.use_cpu)
