@@ -97,8 +97,9 @@ def main() -> None:
             settings = replace(base, out=str(out / f"seed{seed}" / variant), annotations=str(data_root),
                                data_root=str(data_root), use_facial_prior=variant != "no_prior")
             if variant == "shuffled":
-                shuffled_annotations(paths, base.tasks, out / f"seed{seed}" / "shuffled_anno", seed)
-                settings.annotations = str(out / f"seed{seed}" / "shuffled_anno")
+                destination = out / f"seed{seed}" / "shuffled_anno"
+                shuffled_annotations(paths, base.tasks, destination, seed)
+                settings.annotations = str(destination)
             if variant == "oracle":
                 settings.annotations = str(oracle_annotations(paths, base.tasks, data_root,
                                                               out / f"seed{seed}" / "oracle_anno"))

@@ -122,6 +122,7 @@ def shuffled_annotations(paths: dict[str, Path], tasks, destination: Path, seed:
 def _evaluate(model, processor, paths, data_root, tasks, out_dir: Path, args: DemoArguments) -> dict:
     from .evaluation import score_predictions_file, write_report
     from .inference import predict_faba_bench
+    from .jobs import read_jsonl
 
     results = {}
     for task in tasks:
@@ -134,8 +135,7 @@ def _evaluate(model, processor, paths, data_root, tasks, out_dir: Path, args: De
             raise RuntimeError(f"{len(failures)} evaluation samples failed; see {task_dir / 'failures.json'}")
         result = {"paper": score_predictions_file(predictions, task=task, mode="paper"),
                   "strict": score_predictions_file(predictions, task=task, mode="strict")}
-        answers = [json.loads(line)["prediction"] for line in predictions.read_text(encoding="utf-8").splitlines()
-                   if line.strip()]
+        answers = [row["prediction"] for row in read_jsonl(predictions)]
         for mode in result:  # how many faces got an answer of their own (a constant answer recognises nothing)
             result[mode]["num_distinct_answers"] = len(set(answers))
         write_report(result["paper"], task_dir, task)  # the official scoring, where FABA-Bench tools look
@@ -171,8 +171,7 @@ def _misses(result: dict, task: str) -> str:
     """What the recognition score hides: emotion answers without an emotion keyword (paper mode scores them as
     happiness, strict mode as wrong); AUs left out of the mean (undefined F1)."""
     if task == "emotion":
-        key = "num_no_keyword" if result.get("mode") == "paper" else "num_unparsed"
-        return f"{result.get(key, 0)}/{result['num_samples']} no keyword"
+        return f"{result['num_no_keyword']}/{result['num_samples']} no keyword"  # both modes count them
     return f"{len(result.get('undefined_aus', []))} AUs left out"
 
 
@@ -241,7 +240,7 @@ def _evaluate_untrained(args: DemoArguments, paths, data_root: Path, train_file:
     """REGE of the starting model (the tiny random one, or the checkpoint given), before any training."""
     from .training import load_model_and_processor
 
-    _prepare_process(args)
+    _set_threads(args)
     if args.model == "tiny":
         model, processor = _tiny_model(args, train_file, data_root, args.use_facial_prior)
     else:
@@ -259,7 +258,7 @@ def _train_and_evaluate(args: DemoArguments, variant: str, paths, data_root: Pat
 
     from .training import EmolaScriptArguments, EmolaSFTConfig, train_emola
 
-    _prepare_process(args)
+    _set_threads(args)
     started = time.perf_counter()
     tiny = args.model == "tiny"
     use_prior = args.use_facial_prior and variant != "no_prior"
@@ -311,7 +310,7 @@ def _train_and_evaluate(args: DemoArguments, variant: str, paths, data_root: Pat
     }
 
 
-def _prepare_process(args: DemoArguments) -> None:
+def _set_threads(args: DemoArguments) -> None:
     if args.num_threads:
         import torch
 
@@ -419,7 +418,7 @@ def run_demo(args: DemoArguments) -> dict:
         args = replace(args, num_threads=args.num_threads or 1, progress=False)
         jobs = [(kind, (args, *call_args[1:])) for kind, call_args in jobs]
     done = _run_jobs(jobs, workers, tiny=args.model == "tiny")
-    prior, prior_s = done["prior"]
+    prior = done["prior"][0]
     before = done["before"][0] if "before" in done else None
     timings.update({"evaluate_before_s": done["before"][1] if "before" in done else 0.0, **prior["timings"],
                     "runs_s": time.perf_counter() - started - timings["data_s"], "workers": workers})

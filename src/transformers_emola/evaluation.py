@@ -193,9 +193,14 @@ def _markdown(result: dict, task: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _num_no_keyword(result: dict) -> int:
+    """Emotion answers without an emotion keyword (results scored before `num_no_keyword` existed: `num_unparsed`)."""
+    return result.get("num_no_keyword", result.get("num_unparsed", 0))
+
+
 def _no_keyword_text(result: dict) -> str:
     """How many emotion answers named no emotion, and what the mode made of them (the score alone hides it)."""
-    count = result.get("num_no_keyword", result.get("num_unparsed", 0))
+    count = _num_no_keyword(result)
     fate = "scored as happiness, the official default" if result.get("mode") == "paper" else "counted wrong"
     return f"answers without an emotion keyword: {count} of {result['num_samples']} ({fate})"
 
@@ -260,7 +265,7 @@ def report_figure(result: dict, task: str):
             for j, count in enumerate(row):
                 axes.text(j, i, str(count), ha="center", va="center",
                           color="white" if peak and count > peak / 2 else "black")  # fmt: skip
-        no_keyword = result.get("num_no_keyword", result.get("num_unparsed", 0))
+        no_keyword = _num_no_keyword(result)
         note = " = happiness" if mode == "paper" else " counted wrong"
         axes.set_title(f"Emotion confusion matrix, {mode} mode\n(accuracy {result['accuracy']:.1f}%; "
                        f"{no_keyword} of {result['num_samples']} without keyword{note})")
